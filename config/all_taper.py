@@ -1,0 +1,37 @@
+# All-Taper: config/taper.py with ln_f tapered too, anchored by the scale loss (PAPER.md sections 5-6).
+# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). About 3 minutes on 2 cores.
+# $ python train.py config/taper.py
+out_dir = 'out-all_taper'
+dataset = 'shakespeare_char'
+eval_interval = 250
+eval_iters = 50
+log_interval = 50
+always_save_checkpoint = True  # the last checkpoint is the tapered one (gate 0) that fold.py takes
+
+# model: 4 layers, 4 heads, 128 wide, 64-character context
+block_size = 64
+batch_size = 12
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+bias = False
+
+# AdamW and a cosine learning rate (nanoGPT's shakespeare_char values)
+learning_rate = 1e-3
+max_iters = 2000
+lr_decay_iters = 2000
+min_lr = 1e-4
+beta2 = 0.99
+warmup_iters = 100
+
+# the norms: every LayerNorm tapers, ln_f included; the scale-anchor loss replaces ln_f's anchoring,
+# with s_tgt frozen from its EMA at taper_start (PAPER.md section 6)
+norm = 'layernorm'
+taper = 'all'
+anchor_lambda = 0.1
+taper_start = 100    # = warmup_iters: calibrate c and gamma_t after 100 steps of EMA
+taper_end = 1000     # gate 0 from here: the second half trains without internal norms
+
+device = 'cpu'
+compile = False

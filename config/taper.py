@@ -1,0 +1,35 @@
+# The main job: Internal-Taper (ln_1, ln_2 taper away; ln_f stays as the anchor) on Shakespeare characters,
+# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). About 3 minutes on 2 cores.
+# $ python train.py config/taper.py
+out_dir = 'out-taper'
+dataset = 'shakespeare_char'
+eval_interval = 250
+eval_iters = 50
+log_interval = 50
+always_save_checkpoint = True  # the last checkpoint is the tapered one (gate 0) that fold.py takes
+
+# model: 4 layers, 4 heads, 128 wide, 64-character context
+block_size = 64
+batch_size = 12
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+bias = False
+
+# AdamW and a cosine learning rate (nanoGPT's shakespeare_char values)
+learning_rate = 1e-3
+max_iters = 2000
+lr_decay_iters = 2000
+min_lr = 1e-4
+beta2 = 0.99
+warmup_iters = 100
+
+# the norms: LayerNorm that tapers to a folded scaling (PAPER.md sections 2-4)
+norm = 'layernorm'
+taper = 'internal'
+taper_start = 100    # = warmup_iters: calibrate c and gamma_t after 100 steps of EMA
+taper_end = 1000     # gate 0 from here: the second half trains without internal norms
+
+device = 'cpu'
+compile = False

@@ -1,0 +1,58 @@
+"""
+Tiny Shakespeare as characters (nanoGPT's shakespeare_char): train.bin / val.bin (uint16 ids, 90/10 split)
+and meta.pkl (the vocabulary), written beside this file or into out_dir.
+$ python data/shakespeare_char/prepare.py                  # input.txt beside this file, else download it
+$ python data/shakespeare_char/prepare.py path/to/input.txt  # a local copy of the text
+"""
+import os
+import pickle
+import sys
+
+import numpy as np
+
+URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+HERE = os.path.dirname(os.path.abspath(__file__))
+PREPARE_ON_DEMAND = True  # small: train.py may run prepare() itself when the .bin files are missing
+
+
+def read_text(src=None, out_dir=HERE):
+    """The text from src (a path), else input.txt in out_dir or beside this file, else downloaded to HERE."""
+    candidates = [src] if src else [os.path.join(out_dir, 'input.txt'), os.path.join(HERE, 'input.txt')]
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path, encoding='utf-8') as f:
+                return f.read()
+    if src:
+        raise FileNotFoundError(f"no file at {src}")
+    import urllib.request
+    target = os.path.join(HERE, 'input.txt')
+    try:
+        with urllib.request.urlopen(URL, timeout=30) as r:
+            text = r.read().decode('utf-8')
+    except OSError as e:
+        raise FileNotFoundError(f"could not download tiny Shakespeare from {URL} ({e}). Offline, put the text at "
+                                f"{target}, or pass its path: python data/shakespeare_char/prepare.py PATH") from None
+    with open(target, 'w', encoding='utf-8') as f:
+        f.write(text)
+    return text
+
+
+def prepare(src=None, out_dir=HERE):
+    text = read_text(src, out_dir)
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    n = len(text)
+    splits = {'train': text[:int(n * 0.9)], 'val': text[int(n * 0.9):]}
+    os.makedirs(out_dir, exist_ok=True)
+    for split, part in splits.items():
+        ids = np.array([stoi[c] for c in part], dtype=np.uint16)
+        ids.tofile(os.path.join(out_dir, f'{split}.bin'))
+        print(f"{split}: {len(ids):,} tokens")
+    meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}
+    with open(os.path.join(out_dir, 'meta.pkl'), 'wb') as f:
+        pickle.dump(meta, f)
+    print(f"{n:,} characters, vocabulary of {len(chars)}, written to {out_dir}")
+
+
+if __name__ == '__main__':
+    prepare(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -1,0 +1,387 @@
+"""
+The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm among the choices.
+
+Read alongside ../shared/PAPER.md (section numbers below refer to it). The model knows nothing
+about training runs: the training loop drives it through four calls,
+    set_gate(g)           the one global gate g in [0, 1] (section 4)
+    update_calibration()  once per optimizer step while g = 1: EMAs of the calibration statistics
+    calibrate()           at taper_start: c <- c*, gamma_t <- gamma, s_tgt frozen (sections 3, 6)
+and the forward pass, which returns logits, the loss and its parts.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn import functional as F
+
+NORMS = ('layernorm', 'rmsnorm', 'none')
+TAPERS = ('off', 'internal', 'all')
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024      # longest context, in tokens
+    vocab_size: int = 50304     # GPT-2's 50257 padded up to a multiple of 64
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True           # biases in Linear layers and LayerNorms (nanoGPT's switch)
+    norm: str = 'layernorm'     # 'layernorm' | 'rmsnorm' | 'none' (identity in every ln_* slot)
+    taper: str = 'off'          # 'off' | 'internal' (ln_1, ln_2 taper; ln_f stays) | 'all' (ln_f too)
+    anchor_lambda: float = 0.0  # weight of the scale-anchor loss (section 6); 0 turns it off
+    anchor_target: float = 0.0  # fixed s_tgt; 0 means: calibrate it from an EMA at taper_start
+    ema_decay: float = 0.99     # decay of the calibration EMAs (section 3)
+    norm_eps: float = 1e-5
+    folded: bool = False        # tapered norms were folded into the next Linear (section 7)
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r} is not one of {NORMS}")
+        if self.taper not in TAPERS:
+            raise ValueError(f"taper={self.taper!r} is not one of {TAPERS}")
+        if self.taper != 'off' and self.norm == 'none':
+            raise ValueError("taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'")
+        if self.folded and self.taper == 'off':
+            raise ValueError("folded=True describes a tapered model: it needs taper='internal' or 'all'")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.anchor_lambda < 0 or self.anchor_target < 0:
+            raise ValueError("anchor_lambda and anchor_target must be >= 0")
+
+
+def per_token_scale(h, kind, eps):
+    """The per-token statistic a norm divides by: r(h) for RMS, s(h) (the std) for LayerNorm. (..., d) -> (...)"""
+    if kind == 'layernorm':
+        h = h - h.mean(-1, keepdim=True)
+    return torch.sqrt(h.pow(2).mean(-1) + eps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Norms. Every norm slot takes (x, gate); only TaperNorm uses the gate.
+
+class Identity(nn.Module):
+    """An empty norm slot: the 'none' model, and the blocks of a folded model."""
+    def forward(self, x, gate=None):
+        return x
+
+
+class Norm(nn.Module):
+    """The ordinary norm N(h): LayerNorm (with optional bias, as nanoGPT) or RMSNorm."""
+    def __init__(self, ndim, kind, bias, eps):
+        super().__init__()
+        self.kind, self.eps = kind, eps
+        self.weight = nn.Parameter(torch.ones(ndim))                                      # gamma
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias and kind == 'layernorm' else None  # beta
+
+    def forward(self, x, gate=None):
+        if self.kind == 'layernorm':
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+class TaperNorm(Norm):
+    """
+    y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t            (RMS)
+                                         L(h) = c * (h - mu) * gamma_t + beta (LayerNorm; beta shared)
+    The mode is a Python value set by GPT.set_gate, so each of the three graphs is its own:
+      'norm'   g = 1: exactly N(h); before calibration gamma_t is never touched (no gradient),
+               and in training the calibration statistics are accumulated.
+      'blend'  0 < g < 1: the convex mix.
+      'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
+    """
+    def __init__(self, ndim, kind, bias, eps):
+        super().__init__(ndim, kind, bias, eps)
+        self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, copied from gamma at calibration
+        self.register_buffer('c', torch.ones(()))                      # frozen per-layer scale c (section 3)
+        self.register_buffer('ema', torch.zeros(2))                    # EMAs of E[|hg|^2 / r], E[|hg|^2]
+        self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
+        self.mode, self.collecting = 'norm', True
+
+    def linear(self, x):
+        """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, section 7)."""
+        h = x - x.mean(-1, keepdim=True) if self.kind == 'layernorm' else x
+        y = h * (self.c * self.weight_t)
+        return y if self.bias is None else y + self.bias
+
+    def forward(self, x, gate):
+        if self.mode == 'linear':
+            return self.linear(x)
+        y = super().forward(x)
+        if self.mode == 'blend':
+            return gate * y + (1 - gate) * self.linear(x)
+        if self.collecting and self.training:
+            self.accumulate(x)
+        return y
+
+    @torch.no_grad()
+    def accumulate(self, x):
+        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 (float32) to acc."""
+        h = x.float()
+        if self.kind == 'layernorm':
+            h = h - h.mean(-1, keepdim=True)
+        hg2 = (h * self.weight.float()).pow(2).sum(-1)                 # (B, T)
+        scale = per_token_scale(x.float(), self.kind, self.eps)         # (B, T)
+        self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
+
+
+# ----------------------------------------------------------------------------------------------
+# The GPT-2 blocks (nanoGPT), with an optional KV cache for generation.
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, bias):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        mask, causal = None, True
+        if cache is not None:                       # write this step's keys/values, attend to all so far
+            k_buf, v_buf, pos = cache
+            k_buf[:, :, pos:pos + T], v_buf[:, :, pos:pos + T] = k, v
+            k, v = k_buf[:, :, :pos + T], v_buf[:, :, :pos + T]  # (B, nh, pos+T, hs)
+            if pos > 0:                             # query i sits at position pos+i and sees keys 0..pos+i
+                causal = False
+                mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config, bias):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+def make_norm(config, tapered):
+    if config.norm == 'none' or (tapered and config.folded):
+        return Identity()
+    cls = TaperNorm if tapered else Norm
+    return cls(config.n_embd, config.norm, config.bias, config.norm_eps)
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        tapered = config.taper != 'off'
+        # a folded LayerNorm's beta becomes a bias of the next Linear (in nanoGPT beta exists iff bias)
+        self.ln_1 = make_norm(config, tapered)
+        self.attn = CausalSelfAttention(config, bias=config.bias)
+        self.ln_2 = make_norm(config, tapered)
+        self.mlp = MLP(config, bias=config.bias)
+
+    def forward(self, x, gate, cache=None):
+        x = x + self.attn(self.ln_1(x, gate), cache)
+        x = x + self.mlp(self.ln_2(x, gate))
+        return x
+
+
+class KVCache:
+    """Keys and values of every layer for positions [0, pos), preallocated up to max_len."""
+    def __init__(self, config, batch_size, max_len, device, dtype):
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos, self.max_len = 0, max_len
+
+    def layer(self, i):
+        return self.k[i], self.v[i], self.pos
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        final_tapered = config.taper == 'all'
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config, final_tapered),
+        ))
+        # Folding a tapered ln_f scales lm_head's columns, so a folded All-Taper model has its own
+        # lm_head (untied from wte), with a bias when beta was folded into it.
+        head_folded = config.folded and final_tapered
+        head_bias = head_folded and config.norm == 'layernorm' and config.bias
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=head_bias)
+        if not head_folded:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
+
+        # Run state, all in buffers so checkpoints carry it and torch.compile sees tensors, not floats.
+        self.register_buffer('gate', torch.ones(()))                       # the global gate g
+        self.register_buffer('calibrated', torch.zeros((), dtype=torch.bool))
+        self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))
+        self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
+        self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target)))
+        self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
+
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.set_gate(1.0)
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        n_params = sum(p.numel() for p in self.parameters())
+        return n_params - self.transformer.wpe.weight.numel() if non_embedding else n_params
+
+    def taper_norms(self):
+        return [m for m in self.modules() if isinstance(m, TaperNorm)]
+
+    # ------------------------------------------------------------------------------------------
+    # The gate and calibration (sections 3, 4, 6)
+
+    def set_gate(self, g):
+        """Set g and the Python-side modes that follow from it (a Python value, so compile sees each mode)."""
+        g, calibrated = float(g), bool(self.calibrated)
+        if not 0.0 <= g <= 1.0:
+            raise ValueError(f"gate must lie in [0, 1], got {g}")
+        if g < 1.0 and not calibrated and self.taper_norms():
+            raise RuntimeError("the gate can only leave 1 after calibrate() has frozen c and copied gamma_t")
+        self.gate.fill_(g)
+        # training forwards feed the calibration EMAs until calibrate(), and only if something needs them
+        needs_s = self.config.anchor_lambda > 0 and self.config.anchor_target == 0
+        self.collecting = not calibrated and (needs_s or self.config.taper != 'off')
+        for m in self.taper_norms():
+            m.mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
+            m.collecting = self.collecting
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.set_gate(self.gate.item())  # the Python-side modes follow the loaded buffers
+        return result
+
+    @torch.no_grad()
+    def update_calibration(self):
+        """Once per optimizer step while collecting: fold this step's token means into the EMAs."""
+        if not self.collecting:
+            return
+        norms = self.taper_norms()
+        accs = torch.cat([m.acc for m in norms] + [self.s_acc])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(accs)  # every rank sees the global token means, so all calibrate alike
+        d = self.config.ema_decay
+        for i, m in enumerate(norms):
+            num, den, n = accs[3 * i: 3 * i + 3]
+            m.ema.mul_(d).add_((1 - d) * torch.stack([num / n, den / n]))
+            m.acc.zero_()
+        s_sum, s_n = accs[-2:]
+        if s_n > 0:
+            self.s_ema.mul_(d).add_((1 - d) * s_sum / s_n)
+        self.s_acc.zero_()
+        self.ema_steps += 1
+
+    @torch.no_grad()
+    def calibrate(self):
+        """At taper_start: c <- c* (EMA ratio; bias corrections cancel), gamma_t <- gamma, s_tgt frozen."""
+        if bool(self.calibrated):
+            raise RuntimeError("calibrate() was already called on this model")
+        if self.collecting and int(self.ema_steps) == 0:
+            raise RuntimeError("calibrate() needs at least one update_calibration() step of statistics")
+        for m in self.taper_norms():
+            m.c.copy_(m.ema[0] / m.ema[1])
+            m.weight_t.copy_(m.weight)
+        if self.config.anchor_lambda > 0 and self.config.anchor_target == 0:
+            bias_correction = 1 - self.config.ema_decay ** int(self.ema_steps)
+            self.s_tgt.copy_(self.s_ema / bias_correction)
+        self.calibrated.fill_(True)
+        self.set_gate(self.gate.item())
+
+    # ------------------------------------------------------------------------------------------
+
+    def forward(self, idx, targets=None, kv_cache=None):
+        """
+        idx (B, T) token ids. Returns (logits, loss, parts):
+          with targets: logits (B, T, V); loss = CE + anchor; parts holds detached ce, anchor, s, logit_norm;
+          without:      logits of the last position (B, 1, V); loss and parts are None.
+        """
+        B, T = idx.size()
+        pos0 = kv_cache.pos if kv_cache is not None else 0
+        if pos0 + T > self.config.block_size:
+            raise ValueError(f"sequence of length {pos0 + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(pos0, pos0 + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, self.gate, kv_cache.layer(i) if kv_cache is not None else None)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        h = x                                                 # pre-logit residual stream, before ln_f
+        x = self.transformer.ln_f(x, self.gate)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None, None     # inference: the last position only
+
+        logits = self.lm_head(x)
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        s = per_token_scale(h.float(), 'layernorm' if self.config.norm == 'layernorm' else 'rmsnorm',
+                            self.config.norm_eps)             # (B, T)
+        if self.training and self.collecting:
+            with torch.no_grad():
+                self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
+        anchor = torch.zeros((), device=idx.device)
+        if self.config.anchor_lambda > 0:                     # 0 until s_tgt is frozen (s_tgt = 0 before)
+            anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean() * (self.s_tgt > 0)
+        with torch.no_grad():
+            parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.mean(),
+                         logit_norm=logits.float().norm(dim=-1).mean())
+        return logits, ce + anchor, parts
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """
+        Sample max_new_tokens after idx (B, T). With use_cache, a KV cache holds past keys and values so
+        each new token costs one position's work; once the sequence would outgrow block_size, generation
+        falls back to re-reading the last block_size tokens each step (nanoGPT's cropping).
+        """
+        cache = None
+        if use_cache and idx.size(1) + max_new_tokens <= self.config.block_size:
+            p = next(self.parameters())
+            cache = KVCache(self.config, idx.size(0), self.config.block_size, p.device, p.dtype)
+        step_input = idx
+        for _ in range(max_new_tokens):
+            if cache is None:
+                step_input = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _, _ = self(step_input, kv_cache=cache)
+            next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p)
+            idx = torch.cat((idx, next_token), dim=1)
+            step_input = next_token
+        return idx
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
+    """logits (B, V) -> (B, 1). temperature 0 is greedy; top_k and top_p (nucleus) trim the tail."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], -float('inf'))
+    if top_p is not None:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = F.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - F.softmax(sorted_logits, dim=-1) > top_p   # keep the smallest prefix reaching top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), -float('inf'))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
