@@ -301,7 +301,8 @@ def train(cfg):
     last = dict(t=time.time(), iter=iter_num)
     parts_sum, loss_sum = None, None
     while True:
-        raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
+        if gptconf.taper != 'off':  # a model with nothing to taper keeps g = 1 (its gate is unused)
+            raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
         if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
             losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "

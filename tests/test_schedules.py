@@ -1,0 +1,52 @@
+"""PAPER.md section 4 and nanoGPT's learning rate: pure functions of the iteration, checked at their edges."""
+import math
+
+import pytest
+
+from common import ConfigError, parse_config
+from train import TrainConfig, get_gate, get_lr
+
+
+def test_gate_is_one_through_taper_start_then_a_half_cosine_to_zero():
+    start, end = 100, 300
+    assert [get_gate(k, start, end) for k in (0, 50, 100)] == [1.0, 1.0, 1.0]
+    assert get_gate(101, start, end) < 1.0
+    assert get_gate(200, start, end) == pytest.approx(0.5, abs=1e-12)       # midpoint of the cosine
+    assert get_gate(150, start, end) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)), abs=1e-12)
+    assert get_gate(299, start, end) > 0.0
+    assert [get_gate(k, start, end) for k in (300, 301, 10_000)] == [0.0, 0.0, 0.0]
+    gates = [get_gate(k, start, end) for k in range(0, 400)]
+    assert all(a >= b for a, b in zip(gates, gates[1:]))                    # never rises
+
+
+@pytest.mark.parametrize('start,end', [(100, 100), (200, 100), (-1, 10)])
+def test_gate_rejects_an_empty_or_reversed_taper(start, end):
+    with pytest.raises(ValueError, match='taper_start < taper_end'):
+        get_gate(0, start, end)
+
+
+@pytest.mark.parametrize('overrides,key', [
+    (['--taper_start=500', '--taper_end=400'], 'taper_start'),
+    (['--taper_end=2001'], 'taper_end'),
+    (['--taper_start=-5'], 'taper_start'),
+])
+def test_the_config_rejects_a_schedule_outside_the_run(overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        parse_config(TrainConfig, ['--max_iters=2000'] + overrides)
+
+
+def test_schedule_defaults_follow_the_paper_decision():
+    cfg = parse_config(TrainConfig, ['--max_iters=1000', '--warmup_iters=50', '--lr_decay_iters=1000'])
+    assert (cfg.taper_start, cfg.taper_end) == (50, 500)                   # warmup_iters, max_iters // 2
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110, max_iters=200)
+    assert get_lr(0, cfg) == pytest.approx(1e-3 / 11)
+    assert get_lr(9, cfg) == pytest.approx(1e-3 * 10 / 11)
+    assert get_lr(10, cfg) == pytest.approx(1e-3)                           # top of the cosine
+    assert get_lr(60, cfg) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))     # halfway down
+    assert get_lr(110, cfg) == pytest.approx(1e-4)
+    assert get_lr(150, cfg) == 1e-4
+    cfg.decay_lr = False
+    assert get_lr(150, cfg) == 1e-3
