@@ -1,5 +1,5 @@
 # The control: config/taper.py with ordinary LayerNorm everywhere (taper = 'off'); all else identical.
-# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). About 3 minutes on 2 cores.
+# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). A few minutes on 2 cores.
 # $ python train.py config/taper.py
 out_dir = 'out-layernorm'
 dataset = 'shakespeare_char'
@@ -28,8 +28,10 @@ warmup_iters = 100
 # the norms: ordinary LayerNorm everywhere (nothing tapers; the schedule keys below go unused)
 norm = 'layernorm'
 taper = 'off'
-taper_start = 100    # = warmup_iters: calibrate c and gamma_t after 100 steps of EMA
-taper_end = 1000     # gate 0 from here: the second half trains without internal norms
+# Calibrate late: until about step 500 the residual stream is still growing fast (s 0.15 -> 1.2), and a c frozen
+# at warmup's end (step 100) leaves the linear branch too large once it grows: that run diverged (see README).
+taper_start = 500    # g = 1 and the EMAs collect until here; then c, gamma_t (and s_tgt) are frozen
+taper_end = 1250     # g = 0 from here: the last 750 steps train without internal norms
 
 device = 'cpu'
 compile = False

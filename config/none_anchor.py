@@ -1,5 +1,5 @@
 # No norms at all (identity in every ln_* slot), anchored by the scale loss: config/taper.py otherwise.
-# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). About 3 minutes on 2 cores.
+# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). A few minutes on 2 cores.
 # $ python train.py config/taper.py
 out_dir = 'out-none_anchor'
 dataset = 'shakespeare_char'
@@ -30,8 +30,10 @@ warmup_iters = 100
 norm = 'none'
 taper = 'off'
 anchor_lambda = 0.1
-taper_start = 100    # = warmup_iters: calibrate c and gamma_t after 100 steps of EMA
-taper_end = 1000     # gate 0 from here: the second half trains without internal norms
+# Calibrate late: until about step 500 the residual stream is still growing fast (s 0.15 -> 1.2), and a c frozen
+# at warmup's end (step 100) leaves the linear branch too large once it grows: that run diverged (see README).
+taper_start = 500    # g = 1 and the EMAs collect until here; then c, gamma_t (and s_tgt) are frozen
+taper_end = 1250     # g = 0 from here: the last 750 steps train without internal norms
 
 device = 'cpu'
 compile = False
