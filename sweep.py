@@ -56,10 +56,11 @@ def is_finished(out_dir):
 def plan(cfg):
     """[(out_dir, action, command)] with action 'skip' (finished), 'resume' (a checkpoint) or 'start'."""
     steps = []
-    for variant in cfg.variants.split(','):
-        if variant not in VARIANTS:
-            raise SystemExit(f"error: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-        for seed in cfg.seeds.split(','):
+    unknown = [v for v in cfg.variants.split(',') if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"error: unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    for seed in cfg.seeds.split(','):  # seed by seed: a sweep cut short still has every variant
+        for variant in cfg.variants.split(','):
             out_dir = run_dir(cfg.out_root, variant, seed)
             action = ('skip' if is_finished(out_dir) else
                       'resume' if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else 'start')

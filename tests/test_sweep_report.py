@@ -26,7 +26,7 @@ def test_plan_skips_finished_resumes_checkpointed_and_starts_the_rest(tmp_path):
     write_log(sweep.run_dir(tmp_path, 'layernorm', 1), 10, [(0, 4.0), (10, 2.0)])
     write_log(sweep.run_dir(tmp_path, 'layernorm', 2), 10, [(0, 4.0), (5, 3.0)])     # stopped at 5
     (tmp_path / 'layernorm-s2' / 'ckpt.pt').write_bytes(b'')
-    cfg = sweep.SweepConfig(variants='layernorm', seeds='1,2,3', out_root=str(tmp_path))
+    cfg = sweep.SweepConfig(variants='layernorm', seeds='1,2,3', out_root=str(tmp_path))  # one variant, 3 seeds
     actions = [(os.path.basename(d), a, '--init_from=resume' in cmd) for d, a, cmd in sweep.plan(cfg)]
     assert actions == [('layernorm-s1', 'skip', False), ('layernorm-s2', 'resume', True),
                        ('layernorm-s3', 'start', False)]
