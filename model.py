@@ -389,6 +389,8 @@ class GPT(nn.Module):
                   'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600)}      # 1558M
         if model_type not in shapes:
             raise ValueError(f"model_type={model_type!r} is not one of {list(shapes)}")
+        if local_path is not None and not os.path.exists(local_path):  # else transformers reads it as a Hub name
+            raise FileNotFoundError(f"no GPT-2 weights at local_path={local_path!r}")
         hf_config = None
         if local_path is not None and os.path.isfile(local_path):  # bare weights
             if local_path.endswith('.safetensors'):

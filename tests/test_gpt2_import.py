@@ -93,6 +93,8 @@ def test_refuses_what_gpt2_weights_cannot_be(reference):
         load(path, n_layer=4)
     with pytest.raises(ValueError, match='gpt2-small'):
         GPT.from_pretrained('gpt2-small', local_path=str(path))
+    with pytest.raises(FileNotFoundError, match='no GPT-2 weights'):
+        GPT.from_pretrained('gpt2', local_path=str(path / 'missing.safetensors'))
 
 
 def test_train_fine_tunes_a_local_gpt2(reference, tmp_path):
