@@ -404,7 +404,11 @@ class GPT(nn.Module):
                     hf_config = json.load(f)
         else:  # the Hub, or a local save_pretrained directory
             from transformers import GPT2LMHeadModel
-            hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
+            try:
+                hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
+            except OSError as e:  # offline, most often
+                raise OSError(f"{e}\nOffline, give local_path: a save_pretrained folder of {model_type}, or its "
+                              "model.safetensors with its config.json beside it") from None
             sd, hf_config = hf.state_dict(), hf.config.to_dict()
         args = dict(shapes[model_type], vocab_size=50257, block_size=1024, bias=True)
         if hf_config is not None:
