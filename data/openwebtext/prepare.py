@@ -12,14 +12,15 @@ import os
 import sys
 
 import numpy as np
-import tiktoken
 from datasets import load_dataset
 from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
+from data.bpe import gpt2_encoding  # noqa: E402
+
 PREPARE_ON_DEMAND = False  # a long download: train.py asks you to run this script first
 FORMATS = {'.json': 'json', '.jsonl': 'json', '.parquet': 'parquet', '.txt': 'text'}
-enc = tiktoken.get_encoding('gpt2')
 
 
 def load_source(hub_name, files, num_proc):
@@ -47,7 +48,7 @@ def split(dsets, test_size, seed=2357):
     return {'train': parts['train'], 'val': parts['test']}
 
 
-def tokenize(example):
+def tokenize(example, enc):
     ids = enc.encode_ordinary(example['text'])  # ordinary: a '<|endoftext|>' inside the text is just text
     ids.append(enc.eot_token)                   # 50256 ends every document
     return {'ids': ids, 'len': len(ids)}
@@ -67,12 +68,14 @@ def write(dset, path, shards=1024):
 
 
 def prepare(hub_name='openwebtext', files=None, out_dir=HERE, num_proc=8, test_size=0.0005):
+    enc = gpt2_encoding()
     dsets = split(load_source(hub_name, files, num_proc), test_size)
     os.makedirs(out_dir, exist_ok=True)
     for name, dset in dsets.items():
         if 'text' not in dset.column_names:
             raise ValueError(f"the {name} split has no 'text' column (it has {dset.column_names})")
-        tokens = dset.map(tokenize, remove_columns=dset.column_names, desc=f'tokenizing {name}', num_proc=num_proc)
+        tokens = dset.map(tokenize, fn_kwargs=dict(enc=enc), remove_columns=dset.column_names,
+                          desc=f'tokenizing {name}', num_proc=num_proc)
         n = write(tokens, os.path.join(out_dir, f'{name}.bin'))
         print(f"{name}: {len(dset):,} documents, {n:,} tokens")
 

@@ -10,10 +10,10 @@ import os
 import sys
 
 import numpy as np
-import tiktoken
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
+from data.bpe import gpt2_encoding  # noqa: E402
 from data.shakespeare_char.prepare import read_text  # noqa: E402  (one copy of the text, one reader)
 
 PREPARE_ON_DEMAND = True  # small: train.py may run prepare() itself when the .bin files are missing
@@ -22,7 +22,7 @@ PREPARE_ON_DEMAND = True  # small: train.py may run prepare() itself when the .b
 def prepare(src=None, out_dir=HERE):
     text = read_text(src, out_dir)
     n = len(text)
-    enc = tiktoken.get_encoding('gpt2')
+    enc = gpt2_encoding()
     os.makedirs(out_dir, exist_ok=True)
     for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
         ids = np.array(enc.encode_ordinary(part), dtype=np.uint16)  # encode_ordinary: '<|endoftext|>' is text
