@@ -16,6 +16,7 @@ from model import GPT
 from train import TrainConfig, train
 
 transformers = pytest.importorskip('transformers')
+save_file = pytest.importorskip('safetensors.torch').save_file  # safetensors comes with transformers
 
 # 'gelu' (exact) because model.py's MLP computes the exact GELU; real GPT-2 uses the tanh approximation
 # ('gelu_new'), which model.py does not offer, so that gap is measured below rather than hidden.
@@ -31,6 +32,10 @@ def tiny_gpt2(tmp_path_factory, activation):
     path = tmp_path_factory.mktemp(f'tiny-gpt2-{activation}')
     hf.save_pretrained(path)                               # config.json + model.safetensors
     torch.save(hf.state_dict(), path / 'pytorch_model.bin')  # a bare .bin beside the same config.json
+    # the layout of OpenAI's files on the Hub: GPT2Model's names (no 'transformer.', no lm_head) and causal masks
+    masks = {f'h.{i}.attn.bias': torch.ones(1, 1, 32, 32).tril() for i in range(TINY['n_layer'])}
+    save_file({k.removeprefix('transformer.'): v.contiguous() for k, v in hf.state_dict().items()
+               if k != 'lm_head.weight'} | masks, path / 'hub-layout.safetensors')
     return hf.double().eval(), path
 
 
@@ -48,7 +53,8 @@ def full_logits(model, idx):
 
 
 @pytest.mark.parametrize('where, taper', [('directory', 'off'), ('directory', 'internal'), ('directory', 'all'),
-                                          ('model.safetensors', 'internal'), ('pytorch_model.bin', 'all')])
+                                          ('model.safetensors', 'internal'), ('pytorch_model.bin', 'all'),
+                                          ('hub-layout.safetensors', 'off')])
 def test_same_logits_as_transformers(reference, where, taper):
     hf, path = reference
     model = load(path if where == 'directory' else path / where, taper=taper, dropout=0.0)
