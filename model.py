@@ -370,6 +370,75 @@ class GPT(nn.Module):
             step_input = next_token
         return idx
 
+    @classmethod
+    def from_pretrained(cls, model_type, override_args=None, local_path=None):
+        """
+        OpenAI's GPT-2 in this GPT, with any taper: a TaperNorm starts as exactly the LayerNorm it stands in for
+        (g = 1), and gamma_t stays ones until calibrate() copies gamma. model_type: 'gpt2', 'gpt2-medium',
+        'gpt2-large' or 'gpt2-xl', downloaded with `transformers` (an optional dependency), unless local_path names
+        a save_pretrained directory or a .safetensors / .bin file (its shape from a config.json beside it, else
+        model_type's). override_args sets the GPTConfig fields the checkpoint leaves open (dropout, taper, anchor_*):
+        the shape is the checkpoint's, the norms LayerNorms. One difference remains, as in nanoGPT: model.py's GELU
+        is exact, GPT-2's ('gelu_new') the tanh approximation (they differ by at most 4.7e-4 per activation).
+        """
+        import json
+        import os
+        shapes = {'gpt2': dict(n_layer=12, n_head=12, n_embd=768),          # 124M params
+                  'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+                  'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),   # 774M
+                  'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600)}      # 1558M
+        if model_type not in shapes:
+            raise ValueError(f"model_type={model_type!r} is not one of {list(shapes)}")
+        if local_path is not None and not os.path.exists(local_path):  # else transformers reads it as a Hub name
+            raise FileNotFoundError(f"no GPT-2 weights at local_path={local_path!r}")
+        hf_config = None
+        if local_path is not None and os.path.isfile(local_path):  # bare weights
+            if local_path.endswith('.safetensors'):
+                from safetensors.torch import load_file
+                sd = load_file(local_path)
+            else:
+                sd = torch.load(local_path, map_location='cpu', weights_only=True)
+            config_path = os.path.join(os.path.dirname(local_path), 'config.json')
+            if os.path.isfile(config_path):
+                with open(config_path) as f:
+                    hf_config = json.load(f)
+        else:  # the Hub, or a local save_pretrained directory
+            from transformers import GPT2LMHeadModel
+            try:
+                hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
+            except OSError as e:  # offline, most often
+                raise OSError(f"{e}\nOffline, give local_path: a save_pretrained folder of {model_type}, or its "
+                              "model.safetensors with its config.json beside it") from None
+            sd, hf_config = hf.state_dict(), hf.config.to_dict()
+        args = dict(shapes[model_type], vocab_size=50257, block_size=1024, bias=True)
+        if hf_config is not None:
+            if hf_config['activation_function'] not in ('gelu', 'gelu_new'):
+                raise ValueError(f"activation {hf_config['activation_function']!r}: this GPT's MLP computes GELU")
+            args = dict(n_layer=hf_config['n_layer'], n_head=hf_config['n_head'], n_embd=hf_config['n_embd'],
+                        vocab_size=hf_config['vocab_size'], block_size=hf_config['n_positions'], bias=True,
+                        norm_eps=hf_config['layer_norm_epsilon'])
+        override_args = dict(override_args or {})
+        if override_args.pop('norm', 'layernorm') != 'layernorm' or set(override_args) & set(args):
+            raise ValueError(f"GPT-2 fixes norm='layernorm' and {sorted(args)}; override_args sets only the rest")
+        model = cls(GPTConfig(**args, **override_args))
+
+        # Hugging Face names, with or without 'transformer.'; the causal-mask buffers of old files are not weights
+        sd = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in sd.items()
+              if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
+        head = sd.pop('lm_head.weight', None)
+        if head is not None and not torch.equal(head, sd['transformer.wte.weight']):
+            raise ValueError("the checkpoint's lm_head is not tied to wte, as this GPT's is")
+        # GPT-2's Conv1D stores W as (in, out); nn.Linear wants (out, in)
+        conv1d = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+        missing, unexpected = model.load_state_dict({k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()},
+                                                    strict=False)
+        # what GPT-2 lacks keeps its fresh value: the run-state buffers, gamma_t, and lm_head (tied to wte)
+        fresh = {n for n, _ in model.named_buffers()} | {n for n, _ in model.named_parameters() if 'weight_t' in n}
+        wrong = [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected
+        if wrong:
+            raise ValueError(f"the GPT-2 weights do not fit this GPT: {wrong[:5]} (of {len(wrong)} names)")
+        return model
+
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
     """logits (B, V) -> (B, 1). temperature 0 is greedy; top_k and top_p (nucleus) trim the tail."""

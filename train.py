@@ -30,7 +30,8 @@ class TrainConfig:
     eval_iters: int = 200
     eval_only: bool = False             # evaluate once, then exit
     always_save_checkpoint: bool = True  # else only when val loss improves
-    init_from: str = 'scratch'          # 'scratch' | 'resume'
+    init_from: str = 'scratch'          # 'scratch' | 'resume' | 'gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl'
+    init_path: str | None = None        # with init_from='gpt2*': a local save_pretrained folder or weights file
     wandb_log: bool = False
     wandb_project: str = 'nanotaper'
     wandb_run_name: str = 'run'
@@ -92,8 +93,12 @@ def validate(cfg):
         raise ConfigError(f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout={cfg.dropout} must lie in [0, 1)")
-    if cfg.init_from not in ('scratch', 'resume'):
-        raise ConfigError(f"init_from={cfg.init_from!r} must be 'scratch' or 'resume'")
+    if cfg.init_from not in ('scratch', 'resume') and not cfg.init_from.startswith('gpt2'):
+        raise ConfigError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'")
+    if cfg.init_from.startswith('gpt2') and cfg.norm != 'layernorm':
+        raise ConfigError(f"GPT-2's weights come with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
+    if cfg.init_path is not None and not cfg.init_from.startswith('gpt2'):
+        raise ConfigError(f"init_path is read only with init_from='gpt2*', not init_from={cfg.init_from!r}")
     if not 0 <= cfg.taper_start < cfg.taper_end <= cfg.max_iters and not cfg.eval_only:
         raise ConfigError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got "
                           f"taper_start={cfg.taper_start}, taper_end={cfg.taper_end}, max_iters={cfg.max_iters}; "
@@ -239,20 +244,25 @@ def train(cfg):
         torch.distributed.barrier()  # the other ranks wait while rank 0 prepares
     torch.manual_seed(cfg.seed)      # the same initial weights on every rank
 
-    # ---- model: from scratch, or resumed with everything needed to continue exactly
+    # ---- model: from scratch, from GPT-2's weights, or resumed with everything needed to continue exactly
     ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
     iter_num, best_val_loss, ckpt = 0, float('inf'), None
     if cfg.init_from == 'resume':
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         if 'optimizer' not in ckpt:
             raise ValueError(f"{ckpt_path} holds no optimizer state (a folded model?): it cannot be resumed")
-        gptconf = GPTConfig(**ckpt['model_args'])
         iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
-    else:
-        gptconf = model_config(cfg, read_vocab_size(data_dir))
-    model = GPT(gptconf)
-    if ckpt is not None:
+        model = GPT(GPTConfig(**ckpt['model_args']))
         model.load_state_dict(ckpt['model'])
+    elif cfg.init_from.startswith('gpt2'):  # GPT-2's shape and weights; the norm choice and dropout are cfg's
+        override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
+                        anchor_target=cfg.anchor_target)
+        model = GPT.from_pretrained(cfg.init_from, override, local_path=cfg.init_path)
+        if cfg.block_size > model.config.block_size:
+            raise ConfigError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
+    else:
+        model = GPT(model_config(cfg, read_vocab_size(data_dir)))
+    gptconf = model.config
     model.to(device)
     if master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}")

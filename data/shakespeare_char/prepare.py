@@ -31,7 +31,8 @@ def read_text(src=None, out_dir=HERE):
             text = r.read().decode('utf-8')
     except OSError as e:
         raise FileNotFoundError(f"could not download tiny Shakespeare from {URL} ({e}). Offline, put the text at "
-                                f"{target}, or pass its path: python data/shakespeare_char/prepare.py PATH") from None
+                                f"{target} (data/shakespeare reads it too), or pass its path: "
+                                "python data/shakespeare_char/prepare.py PATH (or data/shakespeare/...)") from None
     with open(target, 'w', encoding='utf-8') as f:
         f.write(text)
     return text

@@ -1,0 +1,36 @@
+# TinyStories pre-training in the paper's shape (8 layers, 512-token context) with Internal-Taper: 384 wide,
+# 33.5M parameters as train.py counts them (14.2M without the tied GPT-2 token embedding). The control is
+# config/tinystories_layernorm.py; for the paper's RMS variant add --norm=rmsnorm to both.
+# $ python data/tinystories/prepare.py
+# $ python train.py config/tinystories_taper.py   (or: torchrun --standalone --nproc_per_node=8 train.py ...)
+# Not yet run on a GPU: the step counts and learning rate are a first guess for a model this size.
+out_dir = 'out-tinystories-taper'
+dataset = 'tinystories'
+eval_interval = 500
+eval_iters = 100
+log_interval = 10
+
+# 32 sequences x 512 tokens x 4 micro-steps = 65,536 tokens per iteration; 20,000 iterations = 1.3B tokens,
+# about 3 passes over TinyStories' ~470M train tokens
+batch_size = 32
+block_size = 512
+gradient_accumulation_steps = 4  # over all GPUs: use a multiple of their number
+
+n_layer = 8
+n_head = 6
+n_embd = 384
+bias = False
+dropout = 0.0
+
+# AdamW and a cosine learning rate, warmed up over the first 1000 iterations
+learning_rate = 1e-3
+max_iters = 20000
+lr_decay_iters = 20000
+min_lr = 1e-4
+warmup_iters = 1000
+
+# the norms: LayerNorm in ln_1 and ln_2 tapers away after warmup; ln_f stays as the anchor (PAPER.md section 5)
+norm = 'layernorm'
+taper = 'internal'
+taper_start = 1000    # = warmup_iters: calibrate c and gamma_t after 1000 steps of EMA
+taper_end = 10000     # gate 0 from here: the second half trains without internal norms

@@ -1,0 +1,35 @@
+"""
+Tiny Shakespeare in GPT-2's BPE (nanoGPT's shakespeare): train.bin / val.bin (uint16 token ids), written beside
+this file or into out_dir. The text and its 90/10 split by characters are shakespeare_char's; each part is encoded
+on its own, so nanoGPT's counts come out: 301,966 train and 36,059 val tokens.
+$ python data/shakespeare/prepare.py                  # the text of data/shakespeare_char (downloaded if missing)
+$ python data/shakespeare/prepare.py path/to/input.txt  # a local copy of the text
+Offline, tiktoken needs its GPT-2 files: set TIKTOKEN_CACHE_DIR to a folder holding them.
+"""
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
+from data.bpe import gpt2_encoding  # noqa: E402
+from data.shakespeare_char.prepare import read_text  # noqa: E402  (one copy of the text, one reader)
+
+PREPARE_ON_DEMAND = True  # small: train.py may run prepare() itself when the .bin files are missing
+
+
+def prepare(src=None, out_dir=HERE):
+    text = read_text(src, out_dir)
+    n = len(text)
+    enc = gpt2_encoding()
+    os.makedirs(out_dir, exist_ok=True)
+    for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
+        ids = np.array(enc.encode_ordinary(part), dtype=np.uint16)  # encode_ordinary: '<|endoftext|>' is text
+        ids.tofile(os.path.join(out_dir, f'{split}.bin'))
+        print(f"{split}: {len(ids):,} tokens")
+    print(f"{n:,} characters in GPT-2's BPE, written to {out_dir}")
+
+
+if __name__ == '__main__':
+    prepare(sys.argv[1] if len(sys.argv) > 1 else None)
