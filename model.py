@@ -35,6 +35,7 @@ class GPTConfig:
     anchor_target: float = 0.0  # fixed s_tgt; 0 means: calibrate it from an EMA at taper_start
     ema_decay: float = 0.99     # decay of the calibration EMAs (section 3)
     norm_eps: float = 1e-5
+    gelu: str = 'none'          # nn.GELU's approximate: 'none' (exact, nanoGPT) or 'tanh' (OpenAI's GPT-2)
     folded: bool = False        # tapered norms were folded into the next Linear (section 7)
 
     def __post_init__(self):
@@ -46,6 +47,8 @@ class GPTConfig:
             raise ValueError("taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'")
         if self.folded and self.taper == 'off':
             raise ValueError("folded=True describes a tapered model: it needs taper='internal' or 'all'")
+        if self.gelu not in ('none', 'tanh'):
+            raise ValueError(f"gelu={self.gelu!r} must be 'none' (exact) or 'tanh'")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         if self.anchor_lambda < 0 or self.anchor_target < 0:
@@ -160,7 +163,7 @@ class MLP(nn.Module):
     def __init__(self, config, bias):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -378,8 +381,7 @@ class GPT(nn.Module):
         'gpt2-large' or 'gpt2-xl', downloaded with `transformers` (an optional dependency), unless local_path names
         a save_pretrained directory or a .safetensors / .bin file (its shape from a config.json beside it, else
         model_type's). override_args sets the GPTConfig fields the checkpoint leaves open (dropout, taper, anchor_*):
-        the shape is the checkpoint's, the norms LayerNorms. One difference remains, as in nanoGPT: model.py's GELU
-        is exact, GPT-2's ('gelu_new') the tanh approximation (they differ by at most 4.7e-4 per activation).
+        the shape is the checkpoint's, the norms LayerNorms, the GELU GPT-2's tanh approximation ('gelu_new').
         """
         import json
         import os
@@ -410,13 +412,14 @@ class GPT(nn.Module):
                 raise OSError(f"{e}\nOffline, give local_path: a save_pretrained folder of {model_type}, or its "
                               "model.safetensors with its config.json beside it") from None
             sd, hf_config = hf.state_dict(), hf.config.to_dict()
-        args = dict(shapes[model_type], vocab_size=50257, block_size=1024, bias=True)
+        args = dict(shapes[model_type], vocab_size=50257, block_size=1024, bias=True, gelu='tanh')
         if hf_config is not None:
             if hf_config['activation_function'] not in ('gelu', 'gelu_new'):
                 raise ValueError(f"activation {hf_config['activation_function']!r}: this GPT's MLP computes GELU")
             args = dict(n_layer=hf_config['n_layer'], n_head=hf_config['n_head'], n_embd=hf_config['n_embd'],
                         vocab_size=hf_config['vocab_size'], block_size=hf_config['n_positions'], bias=True,
-                        norm_eps=hf_config['layer_norm_epsilon'])
+                        norm_eps=hf_config['layer_norm_epsilon'],
+                        gelu='tanh' if hf_config['activation_function'] == 'gelu_new' else 'none')
         override_args = dict(override_args or {})
         if override_args.pop('norm', 'layernorm') != 'layernorm' or set(override_args) & set(args):
             raise ValueError(f"GPT-2 fixes norm='layernorm' and {sorted(args)}; override_args sets only the rest")
