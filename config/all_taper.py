@@ -35,5 +35,5 @@ anchor_lambda = 0.1
 taper_start = 500    # g = 1 and the EMAs collect until here; then c, gamma_t (and s_tgt) are frozen
 taper_end = 1250     # g = 0 from here: the last 750 steps train without internal norms
 
-device = 'cpu'
+# device = 'auto' (the default) takes a GPU when there is one; the run is small enough for a CPU
 compile = False
