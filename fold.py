@@ -114,8 +114,8 @@ def main(cfg):
     logits_f, _, parts_f = folded(x, y)
     print(f"folded {len(model.taper_norms())} TaperNorms: {model.get_num_params():,} -> {folded.get_num_params():,} "
           f"parameters; on {source}:")
-    print(f"  max |logit difference| {(logits - logits_f).abs().max().item():.3e} "
-          f"(logits up to {logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")
+    print(f"  max |logit difference| {(logits - logits_f).abs().max().item():.3e} (logits up to "
+          f"{logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")
 
     out = cfg.out or os.path.join(os.path.dirname(cfg.ckpt), 'ckpt_folded.pt')
     save_checkpoint(dict(kind=CHECKPOINT_KIND, model_args=asdict(folded.config), model=folded.state_dict(),
