@@ -52,10 +52,13 @@ class BenchConfig:
     seq_lens: str = '128,256,512'  # prompt lengths T of 'last'
     decode_prompt: int = 128     # tokens in the KV cache when decoding starts
     decode_tokens: int = 32      # new tokens per timed decode iteration
-    train_seq: int = 128         # sequence length of the 'train' step
+    train_batch: int = 4         # the 'train' step's one cell: train_batch x train_seq tokens
+    train_seq: int = 128
     warmup: int = -1             # untimed iterations per variant and cell; -1: 10 on CUDA (the paper), 1 on CPU
-    iters: int = -1              # timed iterations per repeat; -1: 50 on CUDA (the paper), 2 on CPU
-    repeats: int = 3             # interleaved repeats per cell; each figure is their median
+    iters: int = -1              # timed iterations per repeat; -1: 50 on CUDA (the paper), 1 on CPU
+    repeats: int = -1            # interleaved repeats per cell, each figure their median; -1: 3 on CUDA, 5 on CPU
+    threads: int = -1            # CPU threads; -1: 1, since on a CPU shared with other jobs more threads stall
+                                 # each other at every op (measured: 5x slower, 10x noisier on 2 shared cores)
     compile: bool = False        # after eager, time torch.compile'd models too
     device: str = 'auto'         # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', ...
     dtype: str = 'auto'          # CUDA: bf16 weights for inference, bf16 autocast for training; CPU: float32
@@ -67,13 +70,16 @@ def resolve(cfg, device):
     """Fill in the device-dependent defaults and the quick settings; check the grid fits the context."""
     if cfg.quick:
         cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, batch_sizes='1',
-                      seq_lens='32', decode_prompt=8, decode_tokens=4, train_seq=32, warmup=1, iters=2, repeats=2)
+                      seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32, warmup=1, iters=2,
+                      repeats=2)
     cuda = device.startswith('cuda')
     cfg = replace(cfg, warmup=cfg.warmup if cfg.warmup >= 0 else 10 if cuda else 1,
-                  iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 2)
+                  iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 1,
+                  repeats=cfg.repeats if cfg.repeats > 0 else 3 if cuda else 5,
+                  threads=cfg.threads if cfg.threads > 0 else torch.get_num_threads() if cuda else 1)
     unknown = set(csv(cfg.modes)) - set(MODES)
-    if unknown or cfg.repeats < 1:
-        raise ConfigError(f"modes must be drawn from {sorted(MODES)} (got {sorted(unknown)}), repeats >= 1")
+    if unknown:
+        raise ConfigError(f"modes must be drawn from {sorted(MODES)}, got {sorted(unknown)}")
     return cfg
 
 
@@ -213,6 +219,15 @@ def describe(models, cfg, Ts):
 def main(cfg):
     device = pick_device(cfg.device)
     cfg = resolve(cfg, device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return bench(cfg, device)
+    finally:
+        torch.set_num_threads(threads)  # a caller (a test) gets its process back as it was
+
+
+def bench(cfg, device):
     dtype = getattr(torch, pick_dtype(cfg.dtype, device))
     ctx = autocast(device, str(dtype).split('.')[-1])
     Bs, Ts = csv(cfg.batch_sizes, int), csv(cfg.seq_lens, int)
@@ -233,8 +248,8 @@ def main(cfg):
             if compiled:  # the variants share GPT.forward's code: give dynamo room for a graph set per variant
                 torch._dynamo.config.recompile_limit = 16 * len(VARIANTS)
                 models = {v: torch.compile(m) for v, m in models.items()}
-            cells = [(B, T) for B in Bs for T in (Ts if mode == 'last' else
-                                                  [cfg.decode_prompt] if mode == 'decode' else [cfg.train_seq])]
+            cells = ([(B, T) for B in Bs for T in Ts] if mode == 'last' else
+                     [(B, cfg.decode_prompt) for B in Bs] if mode == 'decode' else [(cfg.train_batch, cfg.train_seq)])
             rows = {}
             for B, T in cells:
                 steps = {v: make_step(mode, m, B, T, cfg, device, ctx) for v, m in models.items()}

@@ -1,6 +1,8 @@
 """bench.py --quick: runs in seconds, and its last line is one JSON record with a figure for every variant."""
 import json
 
+import torch
+
 from bench import RATIOS, VARIANTS, BenchConfig, main as bench_main
 from common import parse_config
 
@@ -10,7 +12,9 @@ def test_quick_flag_parses():
 
 
 def test_bench_quick_emits_every_figure(capsys):
+    threads = torch.get_num_threads()
     bench_main(parse_config(BenchConfig, ['--quick', '--device=cpu']))
+    assert torch.get_num_threads() == threads                    # bench sets 1 CPU thread, then restores
     lines = capsys.readouterr().out.strip().splitlines()
     record = json.loads(lines[-1])
     assert record['bench'] == 'nanotaper' and record['torch'] and record['device'].startswith('cpu')
