@@ -67,7 +67,7 @@ class BenchConfig:
 
 
 def resolve(cfg, device):
-    """Fill in the device-dependent defaults and the quick settings; check the grid fits the context."""
+    """Fill in the quick settings and the device-dependent defaults (the -1s)."""
     if cfg.quick:
         cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, batch_sizes='1',
                       seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32, warmup=1, iters=2,
@@ -112,7 +112,7 @@ def build_variants(cfg, names, device, dtype):
     torch.manual_seed(cfg.seed)
     models = {v: GPT(replace(plain, norm=v)) for v in ('layernorm', 'rmsnorm', 'none')}
     models['taper'] = close_gate(GPT(tapered), cfg.seed)
-    models['folded'] = fold_model(models['taper'])
+    models['folded'] = fold_model(models['taper']) if 'folded' in names else None
     if ckpt_model is not None:          # the checkpoint's own weights in the variant it is
         if shape.folded:
             models['folded'] = ckpt_model
@@ -228,10 +228,10 @@ def main(cfg):
 
 
 def bench(cfg, device):
-    dtype = getattr(torch, pick_dtype(cfg.dtype, device))
-    ctx = autocast(device, str(dtype).split('.')[-1])
+    dtype_name = pick_dtype(cfg.dtype, device)
+    dtype, ctx = getattr(torch, dtype_name), autocast(device, dtype_name)
     Bs, Ts = csv(cfg.batch_sizes, int), csv(cfg.seq_lens, int)
-    print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | {dtype}")
+    print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | {dtype_name}")
     note = '' if (cfg.warmup, cfg.iters) == (10, 50) else " (the paper's 10 + 50 take too long on a CPU)"
     print(f"each figure: the median of {cfg.repeats} interleaved repeats of {cfg.iters} timed iteration(s), "
           f"after {cfg.warmup} warm-up iteration(s) per variant{note}")
@@ -254,10 +254,10 @@ def bench(cfg, device):
             for B, T in cells:
                 steps = {v: make_step(mode, m, B, T, cfg, device, ctx) for v, m in models.items()}
                 times = time_cell(steps, cfg, device)
-                rows[(B, T)] = {v: steps[v][1] / statistics.median(times[v]) for v in names}
+                median = {v: statistics.median(times[v]) for v in names}
+                rows[(B, T)] = {v: steps[v][1] / median[v] for v in names}
                 results += [dict(mode=mode, compiled=compiled, B=B, T=T, variant=v, tok_s=rows[(B, T)][v],
-                                 ms=1000 * statistics.median(times[v]), ms_repeats=[1000 * t for t in times[v]])
-                            for v in names]
+                                 ms=1000 * median[v], ms_repeats=[1000 * t for t in times[v]]) for v in names]
                 ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}",
                                 value=rows[(B, T)][a] / rows[(B, T)][b]) for a, b in RATIOS if a in names]
             print_table(f"{MODES[mode]}, {'torch.compile' if compiled else 'eager'}"
@@ -266,7 +266,7 @@ def bench(cfg, device):
             del models
 
     print(json.dumps(dict(bench='nanotaper', device=device_name(device), torch=torch.__version__, commit=git_commit(),
-                          dtype=str(dtype), shape=asdict(shape), params=params, config=asdict(cfg),
+                          dtype=dtype_name, shape=asdict(shape), params=params, config=asdict(cfg),
                           results=results, ratios=ratios)))
     return results, ratios
 

@@ -19,6 +19,15 @@ V = 23
 FOLDABLE = list(itertools.product(('rmsnorm', 'layernorm'), ('internal', 'all'), (False, True)))
 
 
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CPU two threads stall each other at every op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tapered_model(norm='layernorm', taper='internal', bias=False, gate=0.0, seed=0):
     """A tiny float64 model at `gate` with every 1-d parameter and every c random, weights large enough that
     logits reach O(1) and the residual stream has a mean far from 0 (so LayerNorm's centring matters)."""

@@ -13,7 +13,7 @@ from common import CHECKPOINT_KIND
 from fold import fold_model
 from model import GPT, GPTConfig, KVCache
 from sample import SampleConfig, main as sample_main
-from tests.test_fold import V, tapered_model
+from tests.test_fold import V, one_thread, tapered_model  # noqa: F401 (one_thread: an autouse fixture)
 
 MODELS = {  # name -> a tiny float64 model of that kind, with random non-identity norm parameters
     'layernorm': lambda: tapered_model('layernorm', 'off', bias=True),
