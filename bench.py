@@ -10,8 +10,9 @@ $ python bench.py                          # the default grid, random weights: ~
 $ python bench.py --compile                # eager, then torch.compile
 $ python bench.py --ckpt=out-taper/ckpt.pt # a checkpoint's shape, and its weights where they fit a variant
 $ python bench.py --quick                  # a tiny model and grid, a few seconds (tests, CI)
-Variants are interleaved (each repeat in a rotated order, so machine drift hits all) and every figure is the
-median over repeats. The last line printed is one JSON record holding every figure.
+Variants are interleaved (each repeat is a round over all variants in a rotated order, so machine drift hits
+all); tok/s is the median over repeats and a ratio the median of the rounds' own ratios (paired, so load that
+shifts between rounds cancels). The last line printed is one JSON record holding every figure.
 """
 import json
 import statistics
@@ -192,13 +193,14 @@ def time_cell(steps, cfg, device):
 # ----------------------------------------------------------------------------------------------
 
 def print_table(title, rows, names):
-    ratios = [(a, b) for a, b in RATIOS if a in names and b in names]
-    print(f"\n{title}: tokens/s per variant, and ratios of tokens/s")
+    """rows: {(B, T): (tok_s by variant, ratio by (a, b))}"""
+    pairs = [(a, b) for a, b in RATIOS if a in names]
+    print(f"\n{title}: tokens/s per variant | ratios of tokens/s")
     print(f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>11}" for v in names) + " |"
-          + ''.join(f"{a + '/' + SHORT[b]:>12}" for a, b in ratios))
-    for (B, T), tok_s in rows.items():
+          + ''.join(f"{a + '/' + SHORT[b]:>12}" for a, b in pairs))
+    for (B, T), (tok_s, ratio) in rows.items():
         print(f"{B:>3} {T:>4} |" + ''.join(f"{tok_s[v]:>11,.0f}" for v in names) + " |"
-              + ''.join(f"{tok_s[a] / tok_s[b]:>11.3f}x" for a, b in ratios))
+              + ''.join(f"{ratio[p]:>11.3f}x" for p in pairs))
 
 
 def describe(models, cfg, Ts):
@@ -233,8 +235,8 @@ def bench(cfg, device):
     Bs, Ts = csv(cfg.batch_sizes, int), csv(cfg.seq_lens, int)
     print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | {dtype_name}")
     note = '' if (cfg.warmup, cfg.iters) == (10, 50) else " (the paper's 10 + 50 take too long on a CPU)"
-    print(f"each figure: the median of {cfg.repeats} interleaved repeats of {cfg.iters} timed iteration(s), "
-          f"after {cfg.warmup} warm-up iteration(s) per variant{note}")
+    print(f"tok/s: the median of {cfg.repeats} interleaved repeats of {cfg.iters} timed iteration(s) after "
+          f"{cfg.warmup} warm-up(s) per variant{note}; ratios: the median of the repeats' own ratios")
 
     results, ratios = [], []
     for compiled in ([False, True] if cfg.compile else [False]):
@@ -255,11 +257,15 @@ def bench(cfg, device):
                 steps = {v: make_step(mode, m, B, T, cfg, device, ctx) for v, m in models.items()}
                 times = time_cell(steps, cfg, device)
                 median = {v: statistics.median(times[v]) for v in names}
-                rows[(B, T)] = {v: steps[v][1] / median[v] for v in names}
-                results += [dict(mode=mode, compiled=compiled, B=B, T=T, variant=v, tok_s=rows[(B, T)][v],
+                tok_s = {v: steps[v][1] / median[v] for v in names}
+                # a ratio is the median of the rounds' own ratios: paired within a round, load shifts cancel
+                ratio = {(a, b): statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
+                         for a, b in RATIOS if a in names}
+                rows[(B, T)] = tok_s, ratio
+                results += [dict(mode=mode, compiled=compiled, B=B, T=T, variant=v, tok_s=tok_s[v],
                                  ms=1000 * median[v], ms_repeats=[1000 * t for t in times[v]]) for v in names]
-                ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}",
-                                value=rows[(B, T)][a] / rows[(B, T)][b]) for a, b in RATIOS if a in names]
+                ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}", value=value)
+                           for (a, b), value in ratio.items()]
             print_table(f"{MODES[mode]}, {'torch.compile' if compiled else 'eager'}"
                         + (f" ({cfg.decode_tokens} new tokens after {cfg.decode_prompt})" if mode == 'decode' else '')
                         + (" (forward, backward, AdamW)" if mode == 'train' else ''), rows, names)
