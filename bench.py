@@ -233,7 +233,8 @@ def bench(cfg, device):
     dtype_name = pick_dtype(cfg.dtype, device)
     dtype, ctx = getattr(torch, dtype_name), autocast(device, dtype_name)
     Bs, Ts = csv(cfg.batch_sizes, int), csv(cfg.seq_lens, int)
-    print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | {dtype_name}")
+    print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} "
+          f"| {dtype_name}")
     note = '' if (cfg.warmup, cfg.iters) == (10, 50) else " (the paper's 10 + 50 take too long on a CPU)"
     print(f"tok/s: the median of {cfg.repeats} interleaved repeats of {cfg.iters} timed iteration(s) after "
           f"{cfg.warmup} warm-up(s) per variant{note}; ratios: the median of the repeats' own ratios")
