@@ -60,7 +60,8 @@ def _parse_literal(text):
 
 
 def parse_config(cls, argv):
-    """Build a `cls` dataclass from [config_file] [--key=value ...]. Unknown keys and bad values raise."""
+    """Build a `cls` dataclass from [config_file] [--key=value ...] (a bool key alone, --compile, means True).
+    Unknown keys and bad values raise."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
@@ -82,6 +83,8 @@ def parse_config(cls, argv):
             sys.exit(0)
         if arg.startswith('--'):
             key, sep, raw = arg[2:].partition('=')
+            if not sep and hints.get(key) is bool:  # a bare switch: --quick is --quick=True
+                sep, raw = '=', 'True'
             if not sep:
                 raise ConfigError(f"{arg}: overrides take the form --key=value")
             assign(key, _parse_literal(raw), arg, raw)

@@ -356,15 +356,18 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
         """
         Sample max_new_tokens after idx (B, T). With use_cache, a KV cache holds past keys and values so
-        each new token costs one position's work; once the sequence would outgrow block_size, generation
-        falls back to re-reading the last block_size tokens each step (nanoGPT's cropping).
+        each new token costs one position's work; once the sequence outgrows block_size, generation
+        falls back to re-reading the last block_size tokens each step (nanoGPT's cropping): the window
+        slides, every token's position changes, and the cached keys no longer apply.
         """
         cache = None
-        if use_cache and idx.size(1) + max_new_tokens <= self.config.block_size:
+        if use_cache and idx.size(1) < self.config.block_size:
             p = next(self.parameters())
             cache = KVCache(self.config, idx.size(0), self.config.block_size, p.device, p.dtype)
         step_input = idx
         for _ in range(max_new_tokens):
+            if cache is not None and cache.pos + step_input.size(1) > self.config.block_size:
+                cache = None                        # the window is about to slide: crop from here on
             if cache is None:
                 step_input = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
             logits, _, _ = self(step_input, kv_cache=cache)

@@ -1,0 +1,128 @@
+"""
+Fold a tapered model at gate 0 into an ordinary GPT whose blocks hold no norm (PAPER.md section 7).
+$ python fold.py --ckpt=out-taper/ckpt.pt        # writes out-taper/ckpt_folded.pt
+At g = 0 every TaperNorm is the affine map L(h) = c * (h - mu) * gamma_t + beta (RMS: no mu, no beta), so
+Linear(L(h)) is one Linear with new weights. The functions below are pure: they return new tensors and models.
+"""
+import os
+import sys
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from common import CHECKPOINT_KIND, get_batch, load_checkpoint, model_from_checkpoint, run_main, save_checkpoint
+from model import GPT, TaperNorm
+
+
+@dataclass
+class FoldConfig:
+    ckpt: str = 'out-taper/ckpt.pt'  # a TaperNorm checkpoint trained to gate 0 (iteration >= taper_end)
+    out: str = ''                    # where to write the folded checkpoint; '' is ckpt_folded.pt beside ckpt
+    batch_size: int = 4              # sequences in the batch on which folded and unfolded logits are compared
+    seed: int = 1337
+
+
+def fold_norm_into_linear(W, b, c, gamma_t, beta=None, centre=False):
+    """
+    W (out, in), b (out,) or None, the Linear after L(h) = c * (h - centre * mu) * gamma_t + beta.
+    Returns (W', b') with h W'^T + b' = L(h) W^T + b, computed in float64 and cast back to W's dtype.
+    """
+    W64 = W.double()
+    b_new = None if b is None else b.double()
+    if beta is not None:               # beta passes through the original W: b' = b + W beta
+        b_new = W64 @ beta.double() if b_new is None else b_new + W64 @ beta.double()
+    W_new = W64 * (c.double() * gamma_t.double())[None, :]  # scale column j by c * gamma_t[j]
+    if centre:                         # W'(I - 11^T/d): subtracting mu is folded in by centring each row
+        W_new = W_new - W_new.mean(dim=1, keepdim=True)
+    return W_new.to(W.dtype), None if b_new is None else b_new.to(W.dtype)
+
+
+def fold_refusal(model):
+    """Why model cannot be folded, or None when it can."""
+    cfg = model.config
+    if cfg.norm == 'none':
+        return "norm='none': this model was never normalized, so it has no norm to fold and needs no fold"
+    if cfg.taper == 'off':
+        return f"taper='off': this {cfg.norm} baseline keeps its norms, there is nothing to fold (train with taper)"
+    if cfg.folded:
+        return "this model is already folded"
+    g = model.gate.item()
+    if g > 0:
+        return (f"the gate is {g:.4g}, {g:.4g} above 0: the norms still compute per-token statistics and only the "
+                "g = 0 map folds exactly; train on to taper_end (where the gate reaches 0), then fold")
+    return None
+
+
+@torch.no_grad()
+def fold_model(model):
+    """A new GPT (config folded=True) computing what the g = 0 model computes, with no norm in its blocks."""
+    reason = fold_refusal(model)
+    if reason:
+        raise ValueError(f"cannot fold: {reason}")
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    folds = [(f'transformer.h.{i}.ln_1', block.ln_1, f'transformer.h.{i}.attn.c_attn')
+             for i, block in enumerate(model.transformer.h)]
+    folds += [(f'transformer.h.{i}.ln_2', block.ln_2, f'transformer.h.{i}.mlp.c_fc')
+              for i, block in enumerate(model.transformer.h)]
+    if model.config.taper == 'all':    # lm_head is wte (tied): folding writes an untied copy
+        folds.append(('transformer.ln_f', model.transformer.ln_f, 'lm_head'))
+    for norm_name, norm, linear_name in folds:
+        assert isinstance(norm, TaperNorm) and norm.mode == 'linear', norm_name
+        W, b = fold_norm_into_linear(sd[f'{linear_name}.weight'], sd.get(f'{linear_name}.bias'), norm.c,
+                                     norm.weight_t, norm.bias, centre=norm.kind == 'layernorm')
+        sd[f'{linear_name}.weight'] = W
+        if b is not None:
+            sd[f'{linear_name}.bias'] = b
+        for key in [k for k in sd if k.startswith(norm_name + '.')]:
+            del sd[key]
+    p = next(model.parameters())
+    folded = GPT(replace(model.config, folded=True)).to(device=p.device, dtype=p.dtype)
+    folded.load_state_dict(sd)         # strict: every folded tensor lands in a slot, none is left over
+    return folded.train(model.training)
+
+
+def main(cfg):
+    try:
+        ckpt = load_checkpoint(cfg.ckpt)
+        model = model_from_checkpoint(ckpt).eval()
+        reason = fold_refusal(model)
+        if model.config.norm == 'none':        # not an error: the model is norm-free as it stands
+            print(f"{cfg.ckpt}: {reason}; sample.py and bench.py take it as it is")
+            return None
+        if reason and model.gate.item() > 0:
+            reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')} and its run tapers until "
+                       f"iteration {(ckpt.get('config') or {}).get('taper_end')}: continue it with "
+                       "python train.py <its config> --init_from=resume)")
+        if reason:
+            raise ValueError(f"cannot fold {cfg.ckpt}: {reason}")
+        folded = fold_model(model)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+    # the check: logits of both models on a real batch (the dataset's val.bin) or, failing that, random tokens
+    tcfg = ckpt.get('config') or {}
+    data_dir = os.path.join(tcfg.get('data_root', 'data'), tcfg.get('dataset', ''))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    T, V = model.config.block_size, model.config.vocab_size
+    if os.path.isfile(os.path.join(data_dir, 'val.bin')):
+        x, y = get_batch(data_dir, 'val', cfg.batch_size, T, gen, 'cpu')
+        source = f"{cfg.batch_size} x {T} tokens of {data_dir}/val.bin"
+    else:
+        x = y = torch.randint(V, (cfg.batch_size, T), generator=gen)
+        source = f"{cfg.batch_size} x {T} random tokens (note: no {data_dir}/val.bin found, so not a real batch)"
+    logits, _, parts = model(x, y)
+    logits_f, _, parts_f = folded(x, y)
+    print(f"folded {len(model.taper_norms())} TaperNorms: {model.get_num_params():,} -> {folded.get_num_params():,} "
+          f"parameters; on {source}:")
+    print(f"  max |logit difference| {(logits - logits_f).abs().max().item():.3e} (logits up to "
+          f"{logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")
+
+    out = cfg.out or os.path.join(os.path.dirname(cfg.ckpt), 'ckpt_folded.pt')
+    save_checkpoint(dict(kind=CHECKPOINT_KIND, model_args=asdict(folded.config), model=folded.state_dict(),
+                         config=ckpt.get('config'), iter_num=ckpt.get('iter_num'), folded_from=cfg.ckpt), out)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == '__main__':
+    run_main(main, FoldConfig)

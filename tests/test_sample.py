@@ -1,0 +1,101 @@
+"""
+The KV cache (cached and uncached logits and greedy tokens agree for every kind of model) and sample.py
+(character and GPT-2 BPE vocabularies, prompts from files, a clear error for characters outside the vocabulary).
+"""
+import pickle
+from dataclasses import asdict
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from common import CHECKPOINT_KIND
+from fold import fold_model
+from model import GPT, GPTConfig, KVCache
+from sample import SampleConfig, main as sample_main
+from tests.test_fold import V, one_thread, tapered_model  # noqa: F401 (one_thread: an autouse fixture)
+
+MODELS = {  # name -> a tiny float64 model of that kind, with random non-identity norm parameters
+    'layernorm': lambda: tapered_model('layernorm', 'off', bias=True),
+    'rmsnorm': lambda: tapered_model('rmsnorm', 'off'),
+    'none': lambda: tapered_model('none', 'off'),
+    'taper g=1': lambda: tapered_model('layernorm', 'all', gate=1.0),
+    'taper g=0.4': lambda: tapered_model('layernorm', 'internal', bias=True, gate=0.4),
+    'taper g=0': lambda: tapered_model('rmsnorm', 'all', gate=0.0),
+    'folded': lambda: fold_model(tapered_model('layernorm', 'all', bias=True)),
+}
+
+
+@pytest.mark.parametrize('kind', MODELS)
+def test_kv_cache_logits_match_the_full_forward(kind):
+    model = MODELS[kind]()
+    idx = torch.randint(V, (2, 16), generator=torch.Generator().manual_seed(0))
+    full, _, _ = model(idx, idx)                          # (B, T, V), every position at once
+    cache = KVCache(model.config, 2, 16, 'cpu', torch.float64)
+    prefill, _, _ = model(idx[:, :5], kv_cache=cache)     # (B, 1, V) at position 4
+    steps = [prefill] + [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 16)]
+    assert cache.pos == 16
+    assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('kind', MODELS)
+@pytest.mark.parametrize('prompt_len,new', [(3, 12), (5, 30)])  # within block_size 16, and past it (cropping)
+def test_cached_and_uncached_greedy_tokens_agree(kind, prompt_len, new):
+    model = MODELS[kind]()
+    idx = torch.randint(V, (2, prompt_len), generator=torch.Generator().manual_seed(0))
+    cached = model.generate(idx, new, temperature=0, use_cache=True)
+    assert cached.shape == (2, prompt_len + new)
+    assert torch.equal(cached, model.generate(idx, new, temperature=0, use_cache=False))
+
+
+def test_generate_uses_the_cache_until_the_window_slides(monkeypatch):
+    model = MODELS['folded']()
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, 'forward', lambda idx, *a, **k: seen.append(idx.size(1)) or forward(idx, *a, **k))
+    model.generate(torch.zeros(1, 3, dtype=torch.long), 16, temperature=0)
+    # a 3-token prefill, one token per step until the block's 16 positions are full, then cropped windows of 16
+    assert seen == [3] + [1] * 13 + [16] * 2
+
+
+# ----------------------------------------------------------------------------------------------
+# sample.py
+
+def char_checkpoint(tmp_path, chars='\n !,.:?ABCTabcdefghijklmnopqrstuvwxyz'):
+    (tmp_path / 'chars').mkdir()
+    with open(tmp_path / 'chars' / 'meta.pkl', 'wb') as f:
+        pickle.dump(dict(vocab_size=len(chars), itos=dict(enumerate(chars)),
+                         stoi={c: i for i, c in enumerate(chars)}), f)
+    model = GPT(GPTConfig(block_size=16, vocab_size=len(chars), n_layer=1, n_head=2, n_embd=8))
+    path = tmp_path / 'ckpt.pt'
+    torch.save(dict(kind=CHECKPOINT_KIND, model_args=asdict(model.config), model=model.state_dict(),
+                    config=dict(data_root=str(tmp_path), dataset='chars')), path)
+    return str(path)
+
+
+def test_sample_char_vocabulary(tmp_path):
+    ckpt = char_checkpoint(tmp_path)
+    (tmp_path / 'prompt.txt').write_text('To be, or')
+    samples = sample_main(SampleConfig(ckpt=ckpt, start='FILE:' + str(tmp_path / 'prompt.txt'), num_samples=2,
+                                       max_new_tokens=20, device='cpu'))
+    assert len(samples) == 2 and all(s.startswith('To be, or') and len(s) == 9 + 20 for s in samples)
+
+
+def test_sample_names_characters_outside_the_vocabulary(tmp_path):
+    ckpt = char_checkpoint(tmp_path)
+    with pytest.raises(SystemExit, match=r"outside the 37-character vocabulary .*meta\.pkl: '#', 'Z', 'é'"):
+        sample_main(SampleConfig(ckpt=ckpt, start='ZZ top# café', device='cpu'))
+
+
+def test_sample_gpt2_bpe(tmp_path):
+    tiktoken = pytest.importorskip('tiktoken')
+    try:
+        tiktoken.get_encoding('gpt2')
+    except Exception as e:  # offline without TIKTOKEN_CACHE_DIR pointing at the BPE files
+        pytest.skip(f"GPT-2 BPE files unavailable: {e}")
+    model = GPT(GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=8))
+    torch.save(dict(kind=CHECKPOINT_KIND, model_args=asdict(model.config), model=model.state_dict(),
+                    config=dict(data_root=str(tmp_path), dataset='owt')), tmp_path / 'ckpt.pt')
+    samples = sample_main(SampleConfig(out_dir=str(tmp_path), start='Hello world', num_samples=1,
+                                       max_new_tokens=5, device='cpu', top_p=0.9))
+    assert samples[0].startswith('Hello world')
