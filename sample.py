@@ -63,9 +63,9 @@ def read_prompt(start):
 
 def main(cfg):
     device = pick_device(cfg.device)
-    ctx = autocast(device, pick_dtype(cfg.dtype, device))
     torch.manual_seed(cfg.seed)
     try:
+        ctx = autocast(device, pick_dtype(cfg.dtype, device))
         ckpt = load_checkpoint(cfg.ckpt or os.path.join(cfg.out_dir, 'ckpt.pt'), map_location=device)
         encode, decode = load_codec(ckpt)
         ids = encode(read_prompt(cfg.start))
