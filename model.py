@@ -119,14 +119,13 @@ class TaperNorm(Norm):
             self.accumulate(x)
         return y
 
-    @torch.no_grad()
     def accumulate(self, x):
-        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 (float32) to acc."""
-        h = x.float()
+        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 (float32, detached) to acc."""
+        h = x.detach().float()
+        scale = per_token_scale(h, self.kind, self.eps)                 # (B, T)
         if self.kind == 'layernorm':
             h = h - h.mean(-1, keepdim=True)
-        hg2 = (h * self.weight.float()).pow(2).sum(-1)                 # (B, T)
-        scale = per_token_scale(x.float(), self.kind, self.eps)         # (B, T)
+        hg2 = (h * self.weight.detach().float()).pow(2).sum(-1)        # (B, T)
         self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
 
 
@@ -342,15 +341,14 @@ class GPT(nn.Module):
         s = per_token_scale(h.float(), 'layernorm' if self.config.norm == 'layernorm' else 'rmsnorm',
                             self.config.norm_eps)             # (B, T)
         if self.training and self.collecting:
-            with torch.no_grad():
-                self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
-        anchor = torch.zeros((), device=idx.device)
+            self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
+        loss, anchor = ce, torch.zeros((), device=idx.device)
         if self.config.anchor_lambda > 0:                     # 0 until s_tgt is frozen (s_tgt = 0 before)
             anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean() * (self.s_tgt > 0)
-        with torch.no_grad():
-            parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.mean(),
-                         logit_norm=logits.float().norm(dim=-1).mean())
-        return logits, ce + anchor, parts
+            loss = ce + anchor  # (never ce + a constant zero: torch 2.13's compile drops the grad of that sum)
+        parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.detach().mean(),
+                     logit_norm=logits.detach().float().norm(dim=-1).mean())
+        return logits, loss, parts
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
