@@ -105,6 +105,27 @@ def plot_scale(variants, path, plt):
     plt.close(fig)
 
 
+def plot_speedups(bench, path, plt):
+    """bench.py's ratios of tokens/s (eager), one bar per cell and ratio, 1.0 = as fast as the baseline."""
+    shown = ('folded/layernorm', 'taper/layernorm', 'folded/rmsnorm', 'folded/none')
+    rows = [r for r in bench['ratios'] if not r['compiled'] and r['ratio'] in shown]
+    cells = sorted({(r['mode'], r['B'], r['T']) for r in rows})
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(shown)
+    for k, name in enumerate(shown):
+        value = {(r['mode'], r['B'], r['T']): r['value'] for r in rows if r['ratio'] == name}
+        ax.bar([i + k * width for i in range(len(cells))], [value.get(c, 0) for c in cells], width, label=name)
+    ax.axhline(1.0, color='black', linewidth=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))], [f"{m}\nB={b} T={t}" for m, b, t in cells],
+                  fontsize=8)
+    ax.set(ylabel='ratio of tokens/s', ylim=(0.8, 1.3), title=f"bench.py, eager, {bench['device']}, "
+           f"torch {bench['torch']}, {bench['config']['repeats']} repeats (paper, H100: folded/RMS 1.13-1.22x)")
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(cfg):
     import matplotlib
     matplotlib.use('Agg')
@@ -120,6 +141,10 @@ def main(cfg):
         f.write(table)
     print(table)
     print(f"wrote {cfg.out}/results.md, val_loss.png, scale.png")
+    if cfg.bench:
+        with open(cfg.bench) as f:
+            plot_speedups(json.loads(f.read().strip().splitlines()[-1]), os.path.join(cfg.out, 'speedup.png'), plt)
+        print(f"wrote {cfg.out}/speedup.png")
 
 
 if __name__ == '__main__':

@@ -53,10 +53,15 @@ def test_report_tables_and_plots_synthetic_logs(tmp_path):
         for seed, final in enumerate(vals):
             write_log(tmp_path / 'sweep' / f'{variant}-s{seed}', 20, [(0, 4.0), (10, 3.0), (20, final)],
                       train=[(9, 0.5, 10.0), (19, 1.0 + seed, 20.0)])
-    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out')))
+    bench = dict(device='cpu', torch='x', config=dict(repeats=3), ratios=[
+        dict(mode='last', compiled=False, B=1, T=8, ratio=r, value=v)
+        for r, v in (('folded/layernorm', 1.1), ('taper/layernorm', 1.05), ('folded/none', 0.99))])
+    (tmp_path / 'bench.json').write_text('table lines first\n' + json.dumps(bench) + '\n')
+    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'),
+                                    bench=str(tmp_path / 'bench.json')))
     table = (tmp_path / 'out' / 'results.md').read_text()
     gap = 100 * (statistics.fmean(finals['taper_ln']) / statistics.fmean(finals['layernorm']) - 1)
     assert f"| layernorm | 2 | 2.1000 +- {statistics.stdev([2.0, 2.2]):.4f} | baseline | 1.50 | 20.0 |" in table
     assert f"| taper_ln | 2 | 2.2000 +- " in table and f"{gap:+.2f}% vs layernorm" in table
-    for name in ('val_loss.png', 'scale.png'):
+    for name in ('val_loss.png', 'scale.png', 'speedup.png'):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
