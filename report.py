@@ -31,6 +31,8 @@ def read_log(path):
             rec = json.loads(line)
             if rec['kind'] in runs:
                 runs[rec['kind']][rec['iter']] = rec
+            else:
+                runs['header'] = rec
     return runs
 
 
@@ -56,7 +58,7 @@ def baseline_of(variant):
 def summary_table(variants):
     """Markdown: final validation loss (mean +- std over seeds), gap to the normalized baseline, final s, logits."""
     finals = {v: [r['eval'][max(r['eval'])]['val'] for r in runs] for v, runs in variants.items()}
-    rows = ['| variant | seeds | final val loss | vs baseline | pre-logit s | logit norm |', '|---|---|---|---|---|---|']
+    rows = ['| variant | seeds | final val loss | vs baseline | pre-logit s | logit norm |', '|---' * 6 + '|']
     for v, runs in variants.items():
         mean = statistics.fmean(finals[v])
         std = statistics.stdev(finals[v]) if len(finals[v]) > 1 else 0.0
@@ -66,6 +68,19 @@ def summary_table(variants):
         last = [r['train'][max(r['train'])] for r in runs]
         s, logit = (statistics.fmean(x[k] for x in last) for k in ('s', 'logit_norm'))
         rows.append(f"| {v} | {len(runs)} | {mean:.4f} +- {std:.4f} | {gap} | {s:.2f} | {logit:.1f} |")
+    return '\n'.join(rows) + '\n'
+
+
+def timing_table(variants):
+    """Markdown: mean ms/iter before, during and after the taper (the schedule's iterations, also for baselines)."""
+    rows = ['| variant | seeds | ms/iter, g = 1 | ms/iter, tapering | ms/iter, g = 0 | device |', '|---' * 6 + '|']
+    for v, runs in variants.items():
+        cfg = runs[0]['header']['config']
+        phases = [lambda i: i < cfg['taper_start'], lambda i: cfg['taper_start'] <= i < cfg['taper_end'],
+                  lambda i: i >= cfg['taper_end']]
+        ms = [statistics.fmean(r['train'][i]['ms'] for r in runs for i in r['train'] if inside(i))
+              for inside in phases]
+        rows.append(f"| {v} | {len(runs)} | {ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} | {runs[0]['header']['device']} |")
     return '\n'.join(rows) + '\n'
 
 
@@ -134,7 +149,7 @@ def main(cfg):
     if not variants:
         raise SystemExit(f"error: no runs under {cfg.sweep_dir}/ (run python sweep.py first)")
     os.makedirs(cfg.out, exist_ok=True)
-    table = summary_table(variants)
+    table = summary_table(variants) + '\n' + timing_table(variants)
     plot_val_loss(variants, os.path.join(cfg.out, 'val_loss.png'), plt)
     plot_scale(variants, os.path.join(cfg.out, 'scale.png'), plt)
     with open(os.path.join(cfg.out, 'results.md'), 'w') as f:

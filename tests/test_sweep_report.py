@@ -15,11 +15,12 @@ TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --taper_start=5 --t
 def write_log(out_dir, max_iters, evals, train=()):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
-        f.write(json.dumps({'kind': 'header', 'config': {'max_iters': max_iters}}) + '\n')
+        config = {'max_iters': max_iters, 'taper_start': max_iters // 4, 'taper_end': max_iters // 2}
+        f.write(json.dumps({'kind': 'header', 'config': config, 'device': 'cpu'}) + '\n')
         for it, val in evals:
             f.write(json.dumps({'kind': 'eval', 'iter': it, 'train': val, 'val': val, 'gate': 1.0}) + '\n')
-        for it, s, logit in train:
-            f.write(json.dumps({'kind': 'train', 'iter': it, 's': s, 'logit_norm': logit}) + '\n')
+        for it, s, logit, ms in train:
+            f.write(json.dumps({'kind': 'train', 'iter': it, 's': s, 'logit_norm': logit, 'ms': ms}) + '\n')
 
 
 def test_plan_skips_finished_resumes_checkpointed_and_starts_the_rest(tmp_path):
@@ -52,7 +53,7 @@ def test_report_tables_and_plots_synthetic_logs(tmp_path):
     for variant, vals in finals.items():
         for seed, final in enumerate(vals):
             write_log(tmp_path / 'sweep' / f'{variant}-s{seed}', 20, [(0, 4.0), (10, 3.0), (20, final)],
-                      train=[(9, 0.5, 10.0), (19, 1.0 + seed, 20.0)])
+                      train=[(4, 0.5, 10.0, 100.0 + seed), (9, 0.5, 10.0, 200.0), (19, 1.0 + seed, 20.0, 300.0)])
     bench = dict(device='cpu', torch='x', config=dict(repeats=3), ratios=[
         dict(mode='last', compiled=False, B=1, T=8, ratio=r, value=v)
         for r, v in (('folded/layernorm', 1.1), ('taper/layernorm', 1.05), ('folded/none', 0.99))])
@@ -63,5 +64,6 @@ def test_report_tables_and_plots_synthetic_logs(tmp_path):
     gap = 100 * (statistics.fmean(finals['taper_ln']) / statistics.fmean(finals['layernorm']) - 1)
     assert f"| layernorm | 2 | 2.1000 +- {statistics.stdev([2.0, 2.2]):.4f} | baseline | 1.50 | 20.0 |" in table
     assert f"| taper_ln | 2 | 2.2000 +- " in table and f"{gap:+.2f}% vs layernorm" in table
+    assert "| layernorm | 2 | 100.5 | 200.0 | 300.0 | cpu |" in table               # phases: < 5, 5..9, >= 10
     for name in ('val_loss.png', 'scale.png', 'speedup.png'):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
