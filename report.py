@@ -37,11 +37,13 @@ def read_log(path):
 
 
 def load_sweep(sweep_dir):
-    """{variant: [run logs, one per seed]} for the run folders named <variant>-s<seed>."""
+    """{variant: [run logs, one per seed]} for the finished runs in folders named <variant>-s<seed>."""
     variants = defaultdict(list)
     for path in sorted(glob.glob(os.path.join(sweep_dir, '*', 'log.jsonl'))):
         variant = os.path.basename(os.path.dirname(path)).rsplit('-s', 1)[0]
-        variants[variant].append(read_log(path))
+        run = read_log(path)
+        if run['eval'] and max(run['eval']) == run['header']['config']['max_iters']:  # finished runs only
+            variants[variant].append(run)
     return dict(variants)
 
 
