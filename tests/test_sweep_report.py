@@ -54,6 +54,7 @@ def test_report_tables_and_plots_synthetic_logs(tmp_path):
         for seed, final in enumerate(vals):
             write_log(tmp_path / 'sweep' / f'{variant}-s{seed}', 20, [(0, 4.0), (10, 3.0), (20, final)],
                       train=[(4, 0.5, 10.0, 100.0 + seed), (9, 0.5, 10.0, 200.0), (19, 1.0 + seed, 20.0, 300.0)])
+    write_log(tmp_path / 'sweep' / 'layernorm-s9', 20, [(0, 4.0), (10, 9.9)])    # unfinished: left out
     bench = dict(device='cpu', torch='x', config=dict(repeats=3), ratios=[
         dict(mode='last', compiled=False, B=1, T=8, ratio=r, value=v)
         for r, v in (('folded/layernorm', 1.1), ('taper/layernorm', 1.05), ('folded/none', 0.99))])
