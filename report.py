@@ -32,7 +32,7 @@ def read_log(path):
             if rec['kind'] in runs:
                 runs[rec['kind']][rec['iter']] = rec
             else:
-                runs['header'] = rec
+                runs[rec['kind']] = rec  # the header, and 'done' with the run's wall time
     return runs
 
 

@@ -307,7 +307,7 @@ def train(cfg):
 
     # ---- the loop: iteration k sets the gate and lr of step k, takes the step, and after step
     # taper_start freezes the calibration. Evaluation and checkpoints happen between steps.
-    summary = dict(train_ms=[], evals=[])
+    summary, t_start = dict(train_ms=[], evals=[]), time.time()
     last = dict(t=time.time(), iter=iter_num)
     parts_sum, loss_sum = None, None
     while True:
@@ -373,9 +373,13 @@ def train(cfg):
                 print(log_line(rec))
                 write_log(rec)
 
+    wall_s = time.time() - t_start
+    if master and not cfg.eval_only:
+        print(f"done: iteration {iter_num} in {wall_s:.0f} s (this process, evaluations included)")
+        write_log(dict(kind='done', iter=iter_num, wall_s=wall_s))
     if ddp:
         destroy_process_group()
-    summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item())
+    summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(), wall_s=wall_s)
     return summary
 
 
