@@ -22,6 +22,7 @@ def test_a_tapered_model_trains_to_gate_zero(shakespeare_slice, tmp_path, norm, 
     header, evals = recs[0], [r for r in recs if r['kind'] == 'eval']
     assert header['kind'] == 'header' and header['config']['taper_end'] == 80 and header['torch']
     assert [e['iter'] for e in evals] == [0, 40, 80, 120]
+    assert recs[-1]['kind'] == 'done' and recs[-1]['iter'] == 120 and recs[-1]['wall_s'] > 0
     assert all(math.isfinite(v) for r in recs if r['kind'] != 'header' for v in r.values() if isinstance(v, float))
     assert evals[-1]['val'] < evals[0]['val'] - 0.7                       # 4.2 (uniform over 65) down well past it
     final_gate = 0.0 if taper != 'off' else 1.0                         # a model with nothing to taper keeps g = 1
