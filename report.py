@@ -36,13 +36,18 @@ def read_log(path):
     return runs
 
 
+def run_finished(run):
+    """Whether a read_log() run holds the evaluation at max_iters of its latest configuration."""
+    return run['header']['config']['max_iters'] in run['eval']
+
+
 def load_sweep(sweep_dir):
     """{variant: [run logs, one per seed]} for the finished runs in folders named <variant>-s<seed>."""
     variants = defaultdict(list)
     for path in sorted(glob.glob(os.path.join(sweep_dir, '*', 'log.jsonl'))):
         variant = os.path.basename(os.path.dirname(path)).rsplit('-s', 1)[0]
         run = read_log(path)
-        if run['eval'] and max(run['eval']) == run['header']['config']['max_iters']:  # finished runs only
+        if run_finished(run):
             variants[variant].append(run)
     return dict(variants)
 

@@ -6,13 +6,13 @@ $ python sweep.py                                  # 7 variants x 3 seeds into o
 $ python sweep.py --jobs=2 --seeds=1337,1338       # two runs at a time (one thread each)
 $ python report.py                                 # then the plots and the table
 """
-import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 
 from common import run_main
+from report import read_log, run_finished
 
 # name -> overrides of config/taper.py; only the norm settings differ
 VARIANTS = {
@@ -44,13 +44,7 @@ def run_dir(out_root, variant, seed):
 def is_finished(out_dir):
     """A run is finished once its log holds the evaluation at max_iters of its latest configuration."""
     path = os.path.join(out_dir, 'log.jsonl')
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        recs = [json.loads(line) for line in f if line.strip()]
-    headers = [r for r in recs if r['kind'] == 'header']
-    max_iters = headers[-1]['config']['max_iters'] if headers else None
-    return any(r['kind'] == 'eval' and r['iter'] == max_iters for r in recs)
+    return os.path.exists(path) and run_finished(read_log(path))
 
 
 def plan(cfg):

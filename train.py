@@ -307,7 +307,7 @@ def train(cfg):
 
     # ---- the loop: iteration k sets the gate and lr of step k, takes the step, and after step
     # taper_start freezes the calibration. Evaluation and checkpoints happen between steps.
-    summary, t_start = dict(train_ms=[], evals=[]), time.time()
+    summary, t_start = dict(evals=[]), time.time()
     last = dict(t=time.time(), iter=iter_num)
     parts_sum, loss_sum = None, None
     while True:
@@ -368,7 +368,6 @@ def train(cfg):
                        **{k: v.item() / n for k, v in parts_sum.items()})
             parts_sum, loss_sum = None, None
             last.update(t=time.time(), iter=iter_num)
-            summary['train_ms'].append((rec['iter'], rec['gate'], rec['ms']))
             if master:
                 print(log_line(rec))
                 write_log(rec)
