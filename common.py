@@ -175,6 +175,22 @@ def get_batch(data_dir, split, batch_size, block_size, generator, device):
     return x.to(device), y.to(device)
 
 
+def read_meta(data_dir):
+    """The character vocabulary that prepare.py wrote as meta.pkl (a plain dict), or None (GPT-2 BPE data)."""
+    path = os.path.join(data_dir, 'meta.pkl')
+    if not os.path.isfile(path):
+        return None
+    import pickle
+    with open(path, 'rb') as f:
+        return pickle.load(f)
+
+
+def checkpoint_data_dir(ckpt):
+    """The data folder of the run that wrote ckpt (relative to where it trained)."""
+    tcfg = ckpt.get('config') or {}
+    return os.path.join(tcfg.get('data_root', 'data'), tcfg.get('dataset', ''))
+
+
 # ----------------------------------------------------------------------------------------------
 # Checkpoints: tensors and plain containers only, written atomically
 

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from common import CHECKPOINT_KIND, get_batch, load_checkpoint, model_from_checkpoint, run_main, save_checkpoint
+from common import (CHECKPOINT_KIND, checkpoint_data_dir, get_batch, load_checkpoint, model_from_checkpoint,
+                    run_main, save_checkpoint)
 from model import GPT, TaperNorm
 
 
@@ -100,8 +101,7 @@ def main(cfg):
         sys.exit(f"error: {e}")
 
     # the check: logits of both models on a real batch (the dataset's val.bin) or, failing that, random tokens
-    tcfg = ckpt.get('config') or {}
-    data_dir = os.path.join(tcfg.get('data_root', 'data'), tcfg.get('dataset', ''))
+    data_dir = checkpoint_data_dir(ckpt)
     gen = torch.Generator().manual_seed(cfg.seed)
     T, V = model.config.block_size, model.config.vocab_size
     if os.path.isfile(os.path.join(data_dir, 'val.bin')):

@@ -6,13 +6,13 @@ $ python sample.py --ckpt=out-taper/ckpt_folded.pt --start=FILE:prompt.txt --tem
 Character vocabularies come from the training set's meta.pkl; without one, the GPT-2 BPE (tiktoken) is used.
 """
 import os
-import pickle
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from common import REPO, autocast, load_checkpoint, model_from_checkpoint, pick_device, pick_dtype, run_main
+from common import (REPO, autocast, checkpoint_data_dir, load_checkpoint, model_from_checkpoint, pick_device,
+                    pick_dtype, read_meta, run_main)
 
 
 @dataclass
@@ -34,13 +34,12 @@ class SampleConfig:
 
 def load_codec(ckpt):
     """(encode, decode) for the checkpoint's data: the character vocabulary in its meta.pkl, else GPT-2 BPE."""
-    tcfg = ckpt.get('config') or {}
-    meta_path = os.path.join(tcfg.get('data_root', 'data'), tcfg.get('dataset', ''), 'meta.pkl')
-    for path in (meta_path, os.path.join(REPO, meta_path)):  # data_root is relative to where training ran
-        if os.path.isfile(path):
-            with open(path, 'rb') as f:
-                meta = pickle.load(f)
+    data_dir = checkpoint_data_dir(ckpt)
+    for path in (data_dir, os.path.join(REPO, data_dir)):  # data_root is relative to where training ran
+        meta = read_meta(path)
+        if meta is not None:
             stoi, itos = meta['stoi'], meta['itos']
+            path = os.path.join(path, 'meta.pkl')
 
             def encode(text):
                 unknown = sorted(set(text) - set(stoi))

@@ -17,7 +17,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (CHECKPOINT_KIND, ConfigError, autocast, device_name, get_batch, git_commit, load_checkpoint,
-                    pick_device, pick_dtype, run_main, save_checkpoint)
+                    pick_device, pick_dtype, read_meta, run_main, save_checkpoint)
 from model import GPT, GPTConfig
 
 
@@ -195,12 +195,8 @@ def prepare_data(cfg, master):
 
 
 def read_vocab_size(data_dir):
-    meta_path = os.path.join(data_dir, 'meta.pkl')
-    if os.path.exists(meta_path):  # written by our own prepare.py: a plain dict of the char vocabulary
-        import pickle
-        with open(meta_path, 'rb') as f:
-            return pickle.load(f)['vocab_size']
-    return 50304  # GPT-2's 50257 BPE tokens, padded up to a multiple of 64 for speed
+    meta = read_meta(data_dir)  # the character vocabulary, if the dataset has one
+    return meta['vocab_size'] if meta else 50304  # else GPT-2's 50257 BPE tokens, padded to a multiple of 64
 
 
 def log_line(rec):
