@@ -120,12 +120,13 @@ class TaperNorm(Norm):
         return y
 
     def accumulate(self, x):
-        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 (float32, detached) to acc."""
-        h = x.detach().float()
+        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 to acc, in acc's precision (float32,
+        or float64 in a double model) whatever autocast computes the forward in."""
+        h = x.detach().to(self.acc.dtype)
         scale = per_token_scale(h, self.kind, self.eps)                 # (B, T)
         if self.kind == 'layernorm':
             h = h - h.mean(-1, keepdim=True)
-        hg2 = (h * self.weight.detach().float()).pow(2).sum(-1)        # (B, T)
+        hg2 = (h * self.weight.detach().to(h.dtype)).pow(2).sum(-1)        # (B, T)
         self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
 
 
@@ -337,8 +338,9 @@ class GPT(nn.Module):
             return self.lm_head(x[:, [-1], :]), None, None     # inference: the last position only
 
         logits = self.lm_head(x)
-        ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
-        s = per_token_scale(h.float(), 'layernorm' if self.config.norm == 'layernorm' else 'rmsnorm',
+        # autocast computes cross-entropy in float32; a double model keeps float64 throughout
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        s = per_token_scale(h, 'layernorm' if self.config.norm == 'layernorm' else 'rmsnorm',
                             self.config.norm_eps)             # (B, T)
         if self.training and self.collecting:
             self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
