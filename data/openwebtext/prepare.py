@@ -68,8 +68,8 @@ def write(dset, path, shards=1024):
 
 
 def prepare(hub_name='openwebtext', files=None, out_dir=HERE, num_proc=8, test_size=0.0005):
+    dsets = split(load_source(hub_name, files, num_proc), test_size)  # first: offline, its error says what to do
     enc = gpt2_encoding()
-    dsets = split(load_source(hub_name, files, num_proc), test_size)
     os.makedirs(out_dir, exist_ok=True)
     for name, dset in dsets.items():
         if 'text' not in dset.column_names:
