@@ -1,17 +1,18 @@
 """
-Fold a tapered model at gate 0 into an ordinary GPT whose blocks hold no norm (PAPER.md section 7).
-$ python fold.py --ckpt=out-taper/ckpt.pt        # writes out-taper/ckpt_folded.pt
+Fold a tapered model at gate 0 into an ordinary GPT whose blocks hold no norm (METHOD.md §7).
+$ python fold.py                                 # out-taper/ckpt.pt (the quick start's) -> out-taper/ckpt_folded.pt
+$ python fold.py --ckpt=out-all_taper/ckpt.pt
 At g = 0 every TaperNorm is the affine map L(h) = c * (h - mu) * gamma_t + beta (RMS: no mu, no beta), so
 Linear(L(h)) is one Linear with new weights. The functions below are pure: they return new tensors and models.
 """
 import os
-import sys
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 
-from common import (CHECKPOINT_KIND, checkpoint_data_dir, get_batch, load_checkpoint, model_from_checkpoint,
-                    run_main, save_checkpoint)
+from checkpoint import KIND, load_model, save_checkpoint
+from configurator import UserError, run_main
 from model import GPT, TaperNorm
 
 
@@ -19,8 +20,8 @@ from model import GPT, TaperNorm
 class FoldConfig:
     ckpt: str = 'out-taper/ckpt.pt'  # a TaperNorm checkpoint trained to gate 0 (iteration >= taper_end)
     out: str = ''                    # where to write the folded checkpoint; '' is ckpt_folded.pt beside ckpt
-    batch_size: int = 4              # sequences in the batch on which folded and unfolded logits are compared
-    seed: int = 1337
+    batch_size: int = 4              # sequences on which folded and unfolded logits are compared
+    seed: int = 1337                 # of the random tokens used when the run's val.bin is not at hand
 
 
 def fold_norm_into_linear(W, b, c, gamma_t, beta=None, centre=False):
@@ -82,34 +83,36 @@ def fold_model(model):
     return folded.train(model.training)
 
 
-def main(cfg):
-    try:
-        ckpt = load_checkpoint(cfg.ckpt)
-        model = model_from_checkpoint(ckpt).eval()
-        reason = fold_refusal(model)
-        if model.config.norm == 'none':        # not an error: the model is norm-free as it stands
-            print(f"{cfg.ckpt}: {reason}; sample.py and bench.py take it as it is")
-            return None
-        if reason and model.gate.item() > 0:
-            reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')} and its run tapers until "
-                       f"iteration {(ckpt.get('config') or {}).get('taper_end')}: continue it with "
-                       "python train.py <its config> --init_from=resume)")
-        if reason:
-            raise ValueError(f"cannot fold {cfg.ckpt}: {reason}")
-        folded = fold_model(model)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+def check_batch(ckpt, cfg):
+    """(tokens (B, T), where they come from): the start of the run's val.bin, else random tokens (said so)."""
+    run = ckpt.get('config') or {}
+    T, V = ckpt['model_args']['block_size'], ckpt['model_args']['vocab_size']
+    path = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''), 'val.bin')
+    if os.path.isfile(path) and os.path.getsize(path) >= 2 * cfg.batch_size * T:
+        x = np.fromfile(path, dtype=np.uint16, count=cfg.batch_size * T).astype(np.int64)
+        return torch.from_numpy(x).view(cfg.batch_size, T), f"{cfg.batch_size} x {T} tokens of {path}"
+    x = torch.randint(V, (cfg.batch_size, T), generator=torch.Generator().manual_seed(cfg.seed))
+    return x, f"{cfg.batch_size} x {T} random tokens (note: no {path} here, so not a real batch)"
 
-    # the check: logits of both models on a real batch (the dataset's val.bin) or, failing that, random tokens
-    data_dir = checkpoint_data_dir(ckpt)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    T, V = model.config.block_size, model.config.vocab_size
-    if os.path.isfile(os.path.join(data_dir, 'val.bin')):
-        x, y = get_batch(data_dir, 'val', cfg.batch_size, T, gen, 'cpu')
-        source = f"{cfg.batch_size} x {T} tokens of {data_dir}/val.bin"
-    else:
-        x = y = torch.randint(V, (cfg.batch_size, T), generator=gen)
-        source = f"{cfg.batch_size} x {T} random tokens (note: no {data_dir}/val.bin found, so not a real batch)"
+
+def main(cfg):
+    model, ckpt = load_model(cfg.ckpt)
+    model.eval()
+    if model.config.norm == 'none':  # not an error: the model is norm-free as it stands
+        print(f"{cfg.ckpt}: {fold_refusal(model)}; sample.py and bench.py take it as it is")
+        return None
+    reason = fold_refusal(model)
+    if reason and model.config.taper != 'off' and model.gate.item() > 0:
+        reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')} and its run tapers until iteration "
+                   f"{(ckpt.get('config') or {}).get('taper_end')}: continue it with python train.py "
+                   f"--init_from=resume --out_dir={os.path.dirname(cfg.ckpt) or '.'})")
+    if reason:
+        raise UserError(f"cannot fold {cfg.ckpt}: {reason}")
+    folded = fold_model(model)
+
+    # the check: logits of both models on the same tokens; the loss needs targets, so x predicts itself shifted
+    x, source = check_batch(ckpt, cfg)
+    x, y = x[:, :-1], x[:, 1:].contiguous()
     logits, _, parts = model(x, y)
     logits_f, _, parts_f = folded(x, y)
     print(f"folded {len(model.taper_norms())} TaperNorms: {model.get_num_params():,} -> {folded.get_num_params():,} "
@@ -118,7 +121,7 @@ def main(cfg):
           f"{logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")
 
     out = cfg.out or os.path.join(os.path.dirname(cfg.ckpt), 'ckpt_folded.pt')
-    save_checkpoint(dict(kind=CHECKPOINT_KIND, model_args=asdict(folded.config), model=folded.state_dict(),
+    save_checkpoint(dict(kind=KIND, model_args=asdict(folded.config), model=folded.state_dict(),
                          config=ckpt.get('config'), iter_num=ckpt.get('iter_num'), folded_from=cfg.ckpt), out)
     print(f"wrote {out}")
     return out

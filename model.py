@@ -1,11 +1,11 @@
 """
 The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm among the choices.
 
-Read alongside ../shared/PAPER.md (section numbers below refer to it). The model knows nothing
-about training runs: the training loop drives it through four calls,
-    set_gate(g)           the one global gate g in [0, 1] (section 4)
-    update_calibration()  once per optimizer step while g = 1: EMAs of the calibration statistics
-    calibrate()           at taper_start: c <- c*, gamma_t <- gamma, s_tgt frozen (sections 3, 6)
+Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
+runs: the training loop drives it through three calls,
+    set_gate(g)           the one global gate g in [0, 1] (§4)
+    update_calibration()  once per optimizer step while g = 1: EMAs of the calibration statistics (§3)
+    calibrate()           at taper_start: c <- c*, gamma_t <- gamma, s_tgt frozen (§3, §6)
 and the forward pass, which returns logits, the loss and its parts.
 """
 import math
@@ -31,12 +31,12 @@ class GPTConfig:
     bias: bool = True           # biases in Linear layers and LayerNorms (nanoGPT's switch)
     norm: str = 'layernorm'     # 'layernorm' | 'rmsnorm' | 'none' (identity in every ln_* slot)
     taper: str = 'off'          # 'off' | 'internal' (ln_1, ln_2 taper; ln_f stays) | 'all' (ln_f too)
-    anchor_lambda: float = 0.0  # weight of the scale-anchor loss (section 6); 0 turns it off
+    anchor_lambda: float = 0.0  # weight of the scale-anchor loss (§6); 0 turns it off
     anchor_target: float = 0.0  # fixed s_tgt; 0 means: calibrate it from an EMA at taper_start
-    ema_decay: float = 0.99     # decay of the calibration EMAs (section 3)
+    ema_decay: float = 0.99     # decay of the calibration EMAs (§3)
     norm_eps: float = 1e-5
     gelu: str = 'none'          # nn.GELU's approximate: 'none' (exact, nanoGPT) or 'tanh' (OpenAI's GPT-2)
-    folded: bool = False        # tapered norms were folded into the next Linear (section 7)
+    folded: bool = False        # tapered norms were folded into the next Linear (§7)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -98,13 +98,13 @@ class TaperNorm(Norm):
     def __init__(self, ndim, kind, bias, eps):
         super().__init__(ndim, kind, bias, eps)
         self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, copied from gamma at calibration
-        self.register_buffer('c', torch.ones(()))                      # frozen per-layer scale c (section 3)
+        self.register_buffer('c', torch.ones(()))                      # frozen per-layer scale c (§3)
         self.register_buffer('ema', torch.zeros(2))                    # EMAs of E[|hg|^2 / r], E[|hg|^2]
         self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
         self.mode, self.collecting = 'norm', True
 
     def linear(self, x):
-        """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, section 7)."""
+        """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, §7)."""
         h = x - x.mean(-1, keepdim=True) if self.kind == 'layernorm' else x
         y = h * (self.c * self.weight_t)
         return y if self.bias is None else y + self.bias
@@ -255,8 +255,25 @@ class GPT(nn.Module):
     def taper_norms(self):
         return [m for m in self.modules() if isinstance(m, TaperNorm)]
 
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices only, never on gamma, gamma_t, beta or other biases (all 1-d)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
+        model = cls(GPTConfig(**ckpt['model_args']))
+        missing, unexpected = model.load_state_dict(ckpt['model'], strict=False)
+        if missing or unexpected:
+            raise ValueError(f"its weights do not fit its model_args: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        return model
+
     # ------------------------------------------------------------------------------------------
-    # The gate and calibration (sections 3, 4, 6)
+    # The gate and calibration (§3, §4, §6)
 
     def set_gate(self, g):
         """Set g and the Python-side modes that follow from it (a Python value, so compile sees each mode)."""
@@ -395,7 +412,7 @@ class GPT(nn.Module):
         if model_type not in shapes:
             raise ValueError(f"model_type={model_type!r} is not one of {list(shapes)}")
         if local_path is not None and not os.path.exists(local_path):  # else transformers reads it as a Hub name
-            raise FileNotFoundError(f"no GPT-2 weights at local_path={local_path!r}")
+            raise FileNotFoundError(f"no GPT-2 weights at {local_path!r}")
         hf_config = None
         if local_path is not None and os.path.isfile(local_path):  # bare weights
             if local_path.endswith('.safetensors'):
@@ -411,9 +428,8 @@ class GPT(nn.Module):
             from transformers import GPT2LMHeadModel
             try:
                 hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
-            except OSError as e:  # offline, most often
-                raise OSError(f"{e}\nOffline, give local_path: a save_pretrained folder of {model_type}, or its "
-                              "model.safetensors with its config.json beside it") from None
+            except OSError as e:  # offline, most often: the caller says how to give the weights locally
+                raise OSError(f"could not load {model_type!r} through transformers ({' '.join(str(e).split())[:200]})")
             sd, hf_config = hf.state_dict(), hf.config.to_dict()
         args = dict(shapes[model_type], vocab_size=50257, block_size=1024, bias=True, gelu='tanh')
         if hf_config is not None:

@@ -1,83 +1,89 @@
 """
-Train a GPT, optionally tapering its norms away (PAPER.md section 4). Runs on one device:
+Train a GPT, tapering its norms away as it trains (METHOD.md §4). On one device:
 $ python train.py config/taper.py
-$ python train.py config/taper.py --batch_size=32 --compile=True
-or on many GPUs with DDP:
+$ python train.py config/taper.py --batch_size=32 --compile
+$ python train.py --init_from=resume --out_dir=out-taper     # continue a run exactly where it stopped
+On many GPUs, with DDP:
 $ torchrun --standalone --nproc_per_node=8 train.py config/owt_taper.py
+`python train.py --help` lists every key, its default and what it means.
 """
 import json
 import math
 import os
+import pickle
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-from torch.distributed import destroy_process_group, init_process_group
+from torch.distributed import barrier, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (CHECKPOINT_KIND, ConfigError, autocast, device_name, get_batch, git_commit, load_checkpoint,
-                    pick_device, pick_dtype, read_meta, run_main, save_checkpoint)
+from checkpoint import KIND, load_checkpoint, load_model, save_checkpoint
+from configurator import UserError, run_main
 from model import GPT, GPTConfig
+from runtime import REPO, autocast, device_name, git_commit, pick_device, pick_dtype
 
 
 @dataclass
 class TrainConfig:
+    # The defaults are nanoGPT's: GPT-2 124M on OpenWebText with LayerNorm, nothing tapering. config/ varies them.
     # I/O
-    out_dir: str = 'out'
-    eval_interval: int = 2000
-    log_interval: int = 1
-    eval_iters: int = 200
-    eval_only: bool = False             # evaluate once, then exit
-    always_save_checkpoint: bool = True  # else only when val loss improves
-    init_from: str = 'scratch'          # 'scratch' | 'resume' | 'gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl'
-    init_path: str | None = None        # with init_from='gpt2*': a local save_pretrained folder or weights file
-    wandb_log: bool = False
-    wandb_project: str = 'nanotaper'
-    wandb_run_name: str = 'run'
+    out_dir: str = 'out'                 # checkpoint (ckpt.pt) and log (log.jsonl) of the run
+    eval_interval: int = 2000            # iterations between evaluations, each followed by a checkpoint
+    log_interval: int = 1                # iterations between log lines
+    eval_iters: int = 200                # batches per split in an evaluation
+    eval_only: bool = False              # evaluate once, then exit
+    always_save_checkpoint: bool = True  # save at every evaluation, else only when val loss improves
+    init_from: str = 'scratch'           # 'scratch', 'resume' (out_dir/ckpt.pt) or 'gpt2', 'gpt2-medium', -large, -xl
+    init_path: str | None = None         # with init_from='gpt2*': a local save_pretrained folder or weights file
+    wandb_log: bool = False              # also log to Weights & Biases (pip install wandb)
+    wandb_project: str = 'nanotaper'     # its project
+    wandb_run_name: str = 'run'          # its run name
     # data
-    dataset: str = 'shakespeare_char'   # reads <data_root>/<dataset>/{train,val}.bin
-    data_root: str = 'data'
-    gradient_accumulation_steps: int = 1  # micro-steps per optimizer step (over all GPUs)
-    batch_size: int = 12                # sequences per micro-step per GPU
-    block_size: int = 1024
-    # model (see GPTConfig)
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = False
-    norm: str = 'layernorm'             # 'layernorm' | 'rmsnorm' | 'none'
-    taper: str = 'off'                  # 'off' | 'internal' | 'all'
-    anchor_lambda: float = 0.0          # scale-anchor loss weight (PAPER.md section 6)
-    anchor_target: float = 0.0          # 0: calibrate s_tgt at taper_start
+    dataset: str = 'openwebtext'         # reads <data_root>/<dataset>/{train,val}.bin
+    data_root: str = 'data'              # the folder holding the datasets
+    gradient_accumulation_steps: int = 40  # micro-steps per optimizer step, over all processes
+    batch_size: int = 12                 # sequences per micro-step per process
+    block_size: int = 1024               # tokens per sequence (the context)
+    # model (GPTConfig in model.py)
+    n_layer: int = 12                    # transformer blocks
+    n_head: int = 12                     # attention heads per block
+    n_embd: int = 768                    # width of the residual stream
+    dropout: float = 0.0                 # dropout probability (0 for pre-training, as nanoGPT)
+    bias: bool = False                   # biases in Linear layers and LayerNorms
+    norm: str = 'layernorm'              # 'layernorm', 'rmsnorm' or 'none' (identity in every norm slot)
+    taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
+    anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
+    anchor_target: float = 0.0           # a fixed s_tgt; 0 calibrates it at taper_start
     # AdamW
-    learning_rate: float = 6e-4
-    max_iters: int = 600000             # optimizer steps, exactly
-    weight_decay: float = 1e-1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0              # 0 disables clipping
+    learning_rate: float = 6e-4          # the peak learning rate
+    max_iters: int = 600000              # optimizer steps, exactly
+    weight_decay: float = 1e-1           # on matrices only
+    beta1: float = 0.9                   # AdamW's first-moment decay
+    beta2: float = 0.95                  # AdamW's second-moment decay
+    grad_clip: float = 1.0               # clip the gradient norm at this value; 0 disables clipping
     # learning rate: linear warmup, then cosine down to min_lr
-    decay_lr: bool = True
-    warmup_iters: int = 2000
-    lr_decay_iters: int = 600000
-    min_lr: float = 6e-5
-    # the gate: 1 up to taper_start (EMAs collect, then calibrate), cosine to 0 at taper_end
-    taper_start: int | None = None      # None: warmup_iters
-    taper_end: int | None = None        # None: max_iters // 2
+    decay_lr: bool = True                # False keeps learning_rate throughout
+    warmup_iters: int = 2000             # iterations of linear warmup
+    lr_decay_iters: int = 600000         # iteration where the cosine reaches min_lr
+    min_lr: float = 6e-5                 # the floor of the cosine
+    # the gate (METHOD.md §4): 1 through taper_start (statistics collect, then calibrate), cosine to 0 at taper_end
+    taper_start: int | None = None       # None: 20% of max_iters (or the end of lr warmup, if later)
+    taper_end: int | None = None         # None: 50% of max_iters (the model trains norm-free for the rest)
     # system
-    device: str = 'auto'                # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
-    dtype: str = 'auto'                 # 'auto' (bf16 if the GPU has it, fp16 on older GPUs, fp32 off CUDA)
-    compile: bool = False               # torch.compile the model
-    seed: int = 1337
-    backend: str = 'nccl'               # DDP backend: 'nccl' on GPUs, 'gloo' on CPUs
+    device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
+    dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
+    compile: bool = False                # torch.compile the model
+    seed: int = 1337                     # weights, batches and dropout all follow from it
+    backend: str = 'nccl'                # DDP backend: 'nccl' on GPUs, 'gloo' on CPUs
 
     def __post_init__(self):
-        if self.taper_start is None:
-            self.taper_start = self.warmup_iters
+        if self.taper_start is None:  # measured on the main job: calibrating earlier diverges (METHOD.md §4)
+            self.taper_start = max(self.warmup_iters if self.decay_lr else 0, round(0.2 * self.max_iters))
         if self.taper_end is None:
-            self.taper_end = self.max_iters // 2
+            self.taper_end = max(self.taper_start + 1, round(0.5 * self.max_iters))
         validate(self)
 
 
@@ -86,33 +92,44 @@ def validate(cfg):
     for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
                 'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
         if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key}={getattr(cfg, key)} must be >= 1")
+            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
     if cfg.max_iters < 0 or cfg.warmup_iters < 0:
-        raise ConfigError("max_iters and warmup_iters must be >= 0")
+        raise ValueError("max_iters and warmup_iters must be >= 0")
     if cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
-        raise ConfigError(f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}")
+        raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}")
     if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"dropout={cfg.dropout} must lie in [0, 1)")
+        raise ValueError(f"dropout={cfg.dropout} must lie in [0, 1)")
     if cfg.init_from not in ('scratch', 'resume') and not cfg.init_from.startswith('gpt2'):
-        raise ConfigError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'")
+        raise ValueError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'")
     if cfg.init_from.startswith('gpt2') and cfg.norm != 'layernorm':
-        raise ConfigError(f"GPT-2's weights come with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
+        raise ValueError(f"GPT-2's weights come with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
     if cfg.init_path is not None and not cfg.init_from.startswith('gpt2'):
-        raise ConfigError(f"init_path is read only with init_from='gpt2*', not init_from={cfg.init_from!r}")
-    if not 0 <= cfg.taper_start < cfg.taper_end <= cfg.max_iters and not cfg.eval_only:
-        raise ConfigError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got "
-                          f"taper_start={cfg.taper_start}, taper_end={cfg.taper_end}, max_iters={cfg.max_iters}; "
-                          "set --taper_start and --taper_end (iterations) inside the run")
+        raise ValueError(f"init_path is read only with init_from='gpt2*', not init_from={cfg.init_from!r}")
+    if calibrates(cfg) and not cfg.eval_only and not 0 <= cfg.taper_start < cfg.taper_end <= cfg.max_iters:
+        raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start="
+                         f"{cfg.taper_start}, taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set --taper_start "
+                         "and --taper_end inside the run, or leave both out for the defaults")
     model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
 
 
+def calibrates(cfg):
+    """Whether the run freezes anything at taper_start: c (tapering) or s_tgt (a calibrated anchor)."""
+    return cfg.taper != 'off' or (cfg.anchor_lambda > 0 and cfg.anchor_target == 0)
+
+
 def model_config(cfg, vocab_size):
-    try:
-        return GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                         n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, norm=cfg.norm, taper=cfg.taper,
-                         anchor_lambda=cfg.anchor_lambda, anchor_target=cfg.anchor_target)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                     n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, norm=cfg.norm, taper=cfg.taper,
+                     anchor_lambda=cfg.anchor_lambda, anchor_target=cfg.anchor_target)
+
+
+def saved_config(values):
+    """Under --init_from=resume, the run's own saved config: the base beneath the command line's values."""
+    if values.get('init_from') != 'resume':
+        return {}
+    path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
+    saved = load_checkpoint(path, need=('config',), mmap=True)['config']
+    return {f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved and f.name != 'init_path'}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +151,7 @@ def get_lr(it, cfg):
 
 
 def get_gate(it, taper_start, taper_end):
-    """PAPER.md section 4: 1 through taper_start, a half cosine down to 0 at taper_end, then 0."""
+    """METHOD.md §4: 1 through taper_start, a half cosine down to 0 at taper_end, then 0."""
     if not 0 <= taper_start < taper_end:
         raise ValueError(f"need 0 <= taper_start < taper_end, got {taper_start}, {taper_end}")
     if it <= taper_start:
@@ -150,13 +167,53 @@ def step_seed(seed, rank, it):
     return int(np.random.SeedSequence([seed, rank, it]).generate_state(1)[0])
 
 
-def configure_optimizer(model, cfg, device_type):
-    """AdamW; weight decay on matrices only (not on gamma, gamma_t, beta or other biases)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': cfg.weight_decay},
-              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                             fused=device_type == 'cuda')
+# ----------------------------------------------------------------------------------------------
+# Data: uint16 token files written by data/<name>/prepare.py
+
+def prepare_data(cfg):
+    """The dataset's folder once it holds every file it should; Shakespeare is small enough to prepare here."""
+    data_dir = os.path.join(cfg.data_root, cfg.dataset)
+    script = os.path.join(REPO, 'data', cfg.dataset, 'prepare.py')
+    prepare = run_path(script) if os.path.isfile(script) else {}
+    needed = [os.path.join(data_dir, name) for name in prepare.get('OUTPUTS', ('train.bin', 'val.bin'))]
+    missing = [p for p in needed if not os.path.isfile(p) or os.path.getsize(p) == 0]
+    if missing and not prepare.get('PREPARE_ON_DEMAND'):
+        how = f"run python {os.path.relpath(script)} first" if prepare else f"there is no data/{cfg.dataset}/prepare.py"
+        raise UserError(f"dataset {cfg.dataset!r} is incomplete, {', '.join(missing)} missing or empty: {how}")
+    if missing:
+        try:
+            prepare['prepare'](out_dir=data_dir)  # writes every file under a temporary name, then renames
+        except OSError as e:  # offline with no local copy of the text, most often; the message says what to do
+            raise UserError(str(e)) from None
+    return data_dir
+
+
+def run_path(script):
+    import runpy
+    return runpy.run_path(script)
+
+
+def read_vocab_size(data_dir):
+    """The character vocabulary's size from meta.pkl, else GPT-2's 50257 BPE tokens padded to a multiple of 64."""
+    path = os.path.join(data_dir, 'meta.pkl')
+    if not os.path.isfile(path):
+        return 50304
+    with open(path, 'rb') as f:
+        return pickle.load(f)['vocab_size']
+
+
+def get_batch(data_dir, split, batch_size, block_size, generator, device):
+    """Random windows of the token file: x (B, T) and y (B, T), y shifted by one."""
+    # a new memmap per batch avoids a memory leak (nanoGPT, after a StackOverflow answer)
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+    if len(data) <= block_size:
+        raise UserError(f"{data_dir}/{split}.bin holds {len(data)} tokens, fewer than block_size + 1")
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
+    if device.startswith('cuda'):
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
 
 
 @torch.no_grad()
@@ -178,53 +235,83 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
     return out
 
 
-def prepare_data(cfg, master):
-    """Locate the token files; Shakespeare is small enough to prepare on the spot."""
-    data_dir = os.path.join(cfg.data_root, cfg.dataset)
-    if not os.path.exists(os.path.join(data_dir, 'train.bin')):
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', cfg.dataset, 'prepare.py')
-        if master and os.path.isfile(script):
-            import runpy
-            prepare = runpy.run_path(script)
-            if not prepare.get('PREPARE_ON_DEMAND', False):
-                raise FileNotFoundError(f"{data_dir}/train.bin is missing: run python {script} first")
-            prepare['prepare'](out_dir=data_dir)
-        elif master:
-            raise FileNotFoundError(f"{data_dir}/train.bin is missing and there is no data/{cfg.dataset}/prepare.py")
-    return data_dir
+# ----------------------------------------------------------------------------------------------
+# Setup: processes, the model, the log
+
+def setup_processes(cfg):
+    """(ddp, rank, world_size, device): one process per GPU under torchrun, else one process."""
+    if int(os.environ.get('RANK', -1)) == -1:
+        return False, 0, 1, pick_device(cfg.device)
+    init_process_group(backend=cfg.backend)
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    device = f'cuda:{local_rank}' if cfg.backend == 'nccl' else 'cpu'
+    if device.startswith('cuda'):
+        torch.cuda.set_device(device)
+    if cfg.gradient_accumulation_steps % world_size != 0:
+        raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
+                        f"number of processes ({world_size})")
+    return True, rank, world_size, device
 
 
-def read_vocab_size(data_dir):
-    meta = read_meta(data_dir)  # the character vocabulary, if the dataset has one
-    return meta['vocab_size'] if meta else 50304  # else GPT-2's 50257 BPE tokens, padded to a multiple of 64
+def init_model(cfg, data_dir):
+    """(model, checkpoint or None): from scratch, from GPT-2's weights, or resumed with all it needs to go on."""
+    if cfg.init_from == 'resume':
+        path = os.path.join(cfg.out_dir, 'ckpt.pt')
+        return load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss'))
+    if cfg.init_from.startswith('gpt2'):  # GPT-2's shape and weights; the norm choice and dropout are cfg's
+        override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
+                        anchor_target=cfg.anchor_target)
+        try:
+            model = GPT.from_pretrained(cfg.init_from, override, local_path=cfg.init_path)
+        except OSError as e:
+            raise UserError(f"{e}; offline, give --init_path: a save_pretrained folder of {cfg.init_from}, or "
+                            "its model.safetensors with config.json beside it") from None
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if cfg.block_size > model.config.block_size:
+            raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
+        return model, None
+    return GPT(model_config(cfg, read_vocab_size(data_dir))), None
 
 
-def log_line(rec):
-    return (f"iter {rec['iter']:6d} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | anchor {rec['anchor']:.4f} | "
-            f"gate {rec['gate']:.3f} | lr {rec['lr']:.2e} | {rec['ms']:7.1f} ms/iter | {rec['tok_s']:8.0f} tok/s | "
-            f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f}")
+def open_log(cfg, resumed_at, **header):
+    """log.jsonl: a header with the provenance, then one JSON record per line. A fresh run starts a new file;
+    a resumed one appends (readers let the records from resumed_at on replace the older ones)."""
+    path = os.path.join(cfg.out_dir, 'log.jsonl')
+    with open(path, 'a' if resumed_at is not None else 'w') as f:
+        f.write(json.dumps(dict(kind='header', commit=git_commit(), torch=torch.__version__, resumed_at=resumed_at,
+                                config=asdict(cfg), **header)) + '\n')
+    wandb = None
+    if cfg.wandb_log:
+        try:
+            import wandb
+        except ImportError:
+            raise UserError("wandb_log=True needs wandb: pip install wandb, or drop --wandb_log") from None
+        wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
+
+    def write(rec):
+        with open(path, 'a') as f:
+            f.write(json.dumps(rec) + '\n')
+        if wandb:
+            wandb.log(rec)
+    return write
+
+
+def log_line(rec, max_iters):
+    eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
+    return (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
+            f"anchor {rec['anchor']:.4f} | gate {rec['gate']:.3f} | lr {rec['lr']:.2e} | {rec['ms']:.1f} ms/iter | "
+            f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f} | eta {eta // 3600}:{eta // 60 % 60:02}:"
+            f"{eta % 60:02}")
 
 
 # ----------------------------------------------------------------------------------------------
 
 def train(cfg):
-    """Run the training job described by cfg. Returns a summary dict (iterations, losses, timing)."""
-    # ---- processes and devices: one per GPU under torchrun, else one
-    ddp = int(os.environ.get('RANK', -1)) != -1
-    if ddp:
-        init_process_group(backend=cfg.backend)
-        rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-        device = f'cuda:{local_rank}' if cfg.backend == 'nccl' else 'cpu'
-        if device.startswith('cuda'):
-            torch.cuda.set_device(device)
-        if cfg.gradient_accumulation_steps % world_size != 0:
-            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple "
-                              f"of the number of processes ({world_size})")
-    else:
-        rank, world_size, device = 0, 1, pick_device(cfg.device)
+    """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate, wall time)."""
+    ddp, rank, world_size, device = setup_processes(cfg)
     master = rank == 0
     accum_steps = cfg.gradient_accumulation_steps // world_size
-    device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
     dtype = pick_dtype(cfg.dtype, device)
     ctx = autocast(device, dtype)
     tokens_per_iter = accum_steps * world_size * cfg.batch_size * cfg.block_size
@@ -233,140 +320,110 @@ def train(cfg):
     if master:
         os.makedirs(cfg.out_dir, exist_ok=True)
         print(f"tokens per iteration: {tokens_per_iter:,} ({device}, {dtype})")
-
-    # ---- data
-    data_dir = prepare_data(cfg, master)
+    data_dir = prepare_data(cfg) if master else os.path.join(cfg.data_root, cfg.dataset)
     if ddp:
-        torch.distributed.barrier()  # the other ranks wait while rank 0 prepares
-    torch.manual_seed(cfg.seed)      # the same initial weights on every rank
+        barrier()  # the other ranks wait while rank 0 prepares
 
-    # ---- model: from scratch, from GPT-2's weights, or resumed with everything needed to continue exactly
-    ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
-    iter_num, best_val_loss, ckpt = 0, float('inf'), None
-    if cfg.init_from == 'resume':
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        if 'optimizer' not in ckpt:
-            raise ValueError(f"{ckpt_path} holds no optimizer state (a folded model?): it cannot be resumed")
-        iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
-        model = GPT(GPTConfig(**ckpt['model_args']))
-        model.load_state_dict(ckpt['model'])
-    elif cfg.init_from.startswith('gpt2'):  # GPT-2's shape and weights; the norm choice and dropout are cfg's
-        override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
-                        anchor_target=cfg.anchor_target)
-        model = GPT.from_pretrained(cfg.init_from, override, local_path=cfg.init_path)
-        if cfg.block_size > model.config.block_size:
-            raise ConfigError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
-    else:
-        model = GPT(model_config(cfg, read_vocab_size(data_dir)))
-    gptconf = model.config
+    # the model, its optimizer and the mixed-precision scaler: fresh, or exactly as the checkpoint left them
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model, ckpt = init_model(cfg, data_dir)
     model.to(device)
-    if master:
-        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}")
-
+    device_type = device.split(':')[0]
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    optimizer = configure_optimizer(model, cfg, device_type)
+    iter_num, best_val_loss = 0, float('inf')
     if ckpt is not None:
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
-    ckpt = None  # free the memory
+        iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    del ckpt  # free the memory
+    gptconf = model.config
+    if master:
+        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}")
 
     raw_model = model  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
     if cfg.compile:
         model = torch.compile(model)
-    if ddp:
-        # gamma_t is unused before calibration and gamma at g = 0: DDP must expect unused parameters
-        model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None,
+    if ddp:  # gamma_t is unused before calibration and gamma at g = 0: DDP must expect unused parameters
+        model = DDP(model, device_ids=[device] if device_type == 'cuda' else None,
                     find_unused_parameters=gptconf.taper != 'off')
-
-    # ---- logging: a header with the provenance, then one JSON record per log/eval line
-    log_path = os.path.join(cfg.out_dir, 'log.jsonl')
+    ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
     if master:
-        with open(log_path, 'a') as f:
-            f.write(json.dumps(dict(kind='header', commit=git_commit(), torch=torch.__version__,
-                                    device=device_name(device), dtype=dtype, world_size=world_size,
-                                    resumed_at=iter_num if cfg.init_from == 'resume' else None,
-                                    config=asdict(cfg), model_args=asdict(gptconf))) + '\n')
-    if cfg.wandb_log and master:
-        import wandb
-        wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
+        write_log = open_log(cfg, iter_num if cfg.init_from == 'resume' else None, device=device_name(device),
+                             dtype=dtype, world_size=world_size, model_args=asdict(gptconf))
 
-    def write_log(rec):
-        with open(log_path, 'a') as f:
-            f.write(json.dumps(rec) + '\n')
-        if cfg.wandb_log:
-            wandb.log(rec)
+    # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
+    # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
+    summary, t_start, saved_at = dict(evals=[]), time.time(), iter_num if cfg.init_from == 'resume' else None
+    last, parts_sum, loss_sum = dict(t=time.time(), iter=iter_num), None, None
+    try:
+        while True:
+            if gptconf.taper != 'off':  # a model with nothing to taper keeps g = 1 (its gate is unused)
+                raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
+            if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
+                losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
+                gate = raw_model.gate.item()
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+                      f"gate {gate:.3f}")
+                write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'], gate=gate))
+                summary['evals'].append(dict(iter=iter_num, **losses))
+                is_best = losses['val'] < best_val_loss
+                best_val_loss = min(best_val_loss, losses['val'])
+                if (is_best or cfg.always_save_checkpoint) and iter_num > 0 and not cfg.eval_only:
+                    save_checkpoint(dict(kind=KIND, model_args=asdict(gptconf), model=raw_model.state_dict(),
+                                         optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                                         iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg)), ckpt_path)
+                    saved_at = iter_num
+                    print(f"saved checkpoint to {ckpt_path}")
+                last['t'] = time.time()  # keep eval out of the training timings
+            if iter_num >= cfg.max_iters or cfg.eval_only:
+                break
 
-    def checkpoint():
-        save_checkpoint(dict(kind=CHECKPOINT_KIND, model_args=asdict(gptconf), model=raw_model.state_dict(),
-                             optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), iter_num=iter_num,
-                             best_val_loss=best_val_loss, config=asdict(cfg)), ckpt_path)
+            lr = get_lr(iter_num, cfg)
+            for group in optimizer.param_groups:
+                group['lr'] = lr
+            # forward/backward over the micro-steps, then one optimizer step
+            seed = step_seed(cfg.seed, rank, iter_num)
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            for micro_step in range(accum_steps):
+                X, Y = get_batch(data_dir, 'train', cfg.batch_size, cfg.block_size, gen, device)
+                if ddp:  # sync gradients on the last micro-step only
+                    model.require_backward_grad_sync = micro_step == accum_steps - 1
+                with ctx:
+                    _, loss, parts = model(X, Y)
+                    # the gradients of the micro-steps add up, so each loss is scaled to give their mean
+                    loss = loss / accum_steps
+                scaler.scale(loss).backward()
+                parts_sum = {k: v / accum_steps + (parts_sum[k] if parts_sum else 0) for k, v in parts.items()}
+                loss_sum = loss.detach() + (loss_sum if loss_sum is not None else 0)
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
+            raw_model.update_calibration()          # while g = 1: this step's statistics into the EMAs
+            if iter_num == cfg.taper_start:
+                raw_model.calibrate()               # c <- c*, gamma_t <- gamma, s_tgt frozen
+            iter_num += 1
 
-    # ---- the loop: iteration k sets the gate and lr of step k, takes the step, and after step
-    # taper_start freezes the calibration. Evaluation and checkpoints happen between steps.
-    summary, t_start = dict(evals=[]), time.time()
-    last = dict(t=time.time(), iter=iter_num)
-    parts_sum, loss_sum = None, None
-    while True:
-        if gptconf.taper != 'off':  # a model with nothing to taper keeps g = 1 (its gate is unused)
-            raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
-        if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
-            losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-                  f"gate {raw_model.gate.item():.3f}")
-            write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'],
-                           gate=raw_model.gate.item()))
-            summary['evals'].append(dict(iter=iter_num, **losses))
-            is_best = losses['val'] < best_val_loss
-            best_val_loss = min(best_val_loss, losses['val'])
-            if (is_best or cfg.always_save_checkpoint) and iter_num > 0 and not cfg.eval_only:
-                checkpoint()
-                print(f"saved checkpoint to {ckpt_path}")
-            last['t'] = time.time()  # keep eval out of the training timings
-        if iter_num >= cfg.max_iters or cfg.eval_only:
-            break
-
-        lr = get_lr(iter_num, cfg)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-
-        # forward/backward over the micro-steps, then one optimizer step
-        seed = step_seed(cfg.seed, rank, iter_num)
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        for micro_step in range(accum_steps):
-            X, Y = get_batch(data_dir, 'train', cfg.batch_size, cfg.block_size, gen, device)
-            if ddp:  # sync gradients on the last micro-step only
-                model.require_backward_grad_sync = micro_step == accum_steps - 1
-            with ctx:
-                _, loss, parts = model(X, Y)
-                # the gradients of the micro-steps add up, so each loss is scaled to give their mean
-                loss = loss / accum_steps
-            scaler.scale(loss).backward()
-            parts_sum = {k: v / accum_steps + (parts_sum[k] if parts_sum else 0) for k, v in parts.items()}
-            loss_sum = loss.detach() + (loss_sum if loss_sum is not None else 0)
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
-        raw_model.update_calibration()          # while g = 1: this step's statistics into the EMAs
-        if iter_num == cfg.taper_start:
-            raw_model.calibrate()               # c <- c*, gamma_t <- gamma, s_tgt frozen
-        iter_num += 1
-
-        # log the mean over the iterations since the last line (the .item() calls sync the device)
-        if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
-            n = iter_num - last['iter']
-            dt = (time.time() - last['t']) / max(n, 1)
-            rec = dict(kind='train', iter=iter_num - 1, loss=loss_sum.item() / n, gate=raw_model.gate.item(),
-                       lr=lr, ms=dt * 1000, tok_s=tokens_per_iter / dt,
-                       **{k: v.item() / n for k, v in parts_sum.items()})
-            parts_sum, loss_sum = None, None
-            last.update(t=time.time(), iter=iter_num)
-            if master:
-                print(log_line(rec))
-                write_log(rec)
+            # log the mean over the iterations since the last line (the .item() calls sync the device)
+            if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
+                n = iter_num - last['iter']
+                dt = (time.time() - last['t']) / max(n, 1)
+                rec = dict(kind='train', iter=iter_num - 1, loss=loss_sum.item() / n, gate=raw_model.gate.item(),
+                           lr=lr, ms=dt * 1000, tok_s=tokens_per_iter / dt,
+                           **{k: v.item() / n for k, v in parts_sum.items()})
+                parts_sum, loss_sum = None, None
+                last.update(t=time.time(), iter=iter_num)
+                if master:
+                    print(log_line(rec, cfg.max_iters))
+                    write_log(rec)
+    except KeyboardInterrupt:
+        where = (f"{ckpt_path} holds iteration {saved_at}: continue with python train.py --init_from=resume "
+                 f"--out_dir={cfg.out_dir}" if saved_at is not None else "no checkpoint was written yet")
+        sys.exit(f"interrupted at iteration {iter_num}; {where}")
 
     wall_s = time.time() - t_start
     if master and not cfg.eval_only:
@@ -379,4 +436,4 @@ def train(cfg):
 
 
 if __name__ == '__main__':
-    run_main(train, TrainConfig)
+    run_main(train, TrainConfig, base=saved_config)

@@ -1,13 +1,11 @@
 # Fine-tune pretrained GPT-2 on Shakespeare (BPE) while its internal LayerNorms taper away (Internal-Taper; the
 # paper fine-tunes GPT-2 S/M/L/XL with the LayerNorm variant). nanoGPT's finetune_shakespeare.py plus the gate.
-# $ python data/shakespeare/prepare.py    (train.py also runs it when the .bin files are missing)
-# $ python train.py config/finetune_gpt2_taper.py
+# $ python train.py config/finetune_gpt2_taper.py    (train.py prepares data/shakespeare itself)
 # The control is config/finetune_gpt2_layernorm.py. Not yet run on a GPU: treat the step counts as a first guess.
 out_dir = 'out-finetune-gpt2-taper'
 eval_interval = 10
 eval_iters = 40
 log_interval = 1
-always_save_checkpoint = True  # the last checkpoint is the tapered one (gate 0) that fold.py takes
 
 dataset = 'shakespeare'
 init_from = 'gpt2'  # 124M; 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' (nanoGPT's choice) need more memory
@@ -24,8 +22,6 @@ max_iters = 120
 learning_rate = 3e-5
 decay_lr = False
 
-# the norms: GPT-2's LayerNorms in ln_1 and ln_2 become TaperNorms (exactly the LayerNorm at g = 1); ln_f stays
-norm = 'layernorm'
+# GPT-2's LayerNorms in ln_1 and ln_2 become TaperNorms (exactly the LayerNorm at g = 1); ln_f stays.
+# The gate keeps its defaults: calibrate at iteration 24 (20%), gate 0 from 60 (50%) on.
 taper = 'internal'
-taper_start = 10  # EMA statistics over 10 steps, then calibrate c and gamma_t
-taper_end = 80    # gate 0 from here: the last 40 iterations fine-tune without internal norms

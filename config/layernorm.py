@@ -1,37 +1,5 @@
-# The control: config/taper.py with ordinary LayerNorm everywhere (taper = 'off'); all else identical.
-# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). A few minutes on 2 cores.
-# $ python train.py config/taper.py
+# The control for config/taper.py: the same run with ordinary LayerNorm everywhere (nothing tapers).
+# $ python train.py config/layernorm.py
+extends = 'taper.py'
 out_dir = 'out-layernorm'
-dataset = 'shakespeare_char'
-eval_interval = 250
-eval_iters = 50
-log_interval = 50
-always_save_checkpoint = True  # the last checkpoint is the tapered one (gate 0) that fold.py takes
-
-# model: 4 layers, 4 heads, 128 wide, 64-character context
-block_size = 64
-batch_size = 12
-n_layer = 4
-n_head = 4
-n_embd = 128
-dropout = 0.0
-bias = False
-
-# AdamW and a cosine learning rate (nanoGPT's shakespeare_char values)
-learning_rate = 1e-3
-max_iters = 2000
-lr_decay_iters = 2000
-min_lr = 1e-4
-beta2 = 0.99
-warmup_iters = 100
-
-# the norms: ordinary LayerNorm everywhere (nothing tapers; the schedule keys below go unused)
-norm = 'layernorm'
 taper = 'off'
-# Calibrate late: until about step 500 the residual stream is still growing fast (s 0.15 -> 1.2), and a c frozen
-# at warmup's end (step 100) leaves the linear branch too large once it grows: that run diverged (see README).
-taper_start = 500    # g = 1 and the EMAs collect until here; then c, gamma_t (and s_tgt) are frozen
-taper_end = 1250     # g = 0 from here: the last 750 steps train without internal norms
-
-# device = 'auto' (the default) takes a GPU when there is one; the run is small enough for a CPU
-compile = False

@@ -1,21 +1,21 @@
-# The main job: Internal-Taper (ln_1, ln_2 taper away; ln_f stays as the anchor) on Shakespeare characters,
-# sized for a laptop CPU (nanoGPT's CPU recipe for shakespeare_char). A few minutes on 2 cores.
+# The main job: Internal-Taper on Shakespeare characters (ln_1, ln_2 taper away; ln_f stays as the anchor).
+# nanoGPT's CPU recipe for shakespeare_char: a few minutes on 2 cores, or seconds on a GPU.
 # $ python train.py config/taper.py
 out_dir = 'out-taper'
 dataset = 'shakespeare_char'
 eval_interval = 250
 eval_iters = 50
 log_interval = 50
-always_save_checkpoint = True  # the last checkpoint is the tapered one (gate 0) that fold.py takes
 
-# model: 4 layers, 4 heads, 128 wide, 64-character context
-block_size = 64
+# 12 sequences x 64 characters per iteration, 2000 iterations
+gradient_accumulation_steps = 1
 batch_size = 12
+block_size = 64
+
+# a small GPT: 4 layers, 4 heads, 128 wide (0.8M parameters)
 n_layer = 4
 n_head = 4
 n_embd = 128
-dropout = 0.0
-bias = False
 
 # AdamW and a cosine learning rate (nanoGPT's shakespeare_char values)
 learning_rate = 1e-3
@@ -25,13 +25,6 @@ min_lr = 1e-4
 beta2 = 0.99
 warmup_iters = 100
 
-# the norms: LayerNorm that tapers to a folded scaling (PAPER.md sections 2-4)
-norm = 'layernorm'
+# the norms: LayerNorm in ln_1 and ln_2 tapers to a fixed scaling, then folds away (METHOD.md §2-§4).
+# The gate keeps its defaults: g = 1 to 20% of the run (400), then down to 0 at 50% (1000).
 taper = 'internal'
-# Calibrate late: until about step 500 the residual stream is still growing fast (s 0.15 -> 1.2), and a c frozen
-# at warmup's end (step 100) leaves the linear branch too large once it grows: that run diverged (see README).
-taper_start = 500    # g = 1 and the EMAs collect until here; then c, gamma_t (and s_tgt) are frozen
-taper_end = 1250     # g = 0 from here: the last 750 steps train without internal norms
-
-# device = 'auto' (the default) takes a GPU when there is one; the run is small enough for a CPU
-compile = False

@@ -19,8 +19,6 @@ gradient_accumulation_steps = 4  # over all GPUs: use a multiple of their number
 n_layer = 8
 n_head = 6
 n_embd = 384
-bias = False
-dropout = 0.0
 
 # AdamW and a cosine learning rate, warmed up over the first 1000 iterations
 learning_rate = 1e-3
@@ -29,8 +27,4 @@ lr_decay_iters = 20000
 min_lr = 1e-4
 warmup_iters = 1000
 
-# the norms: LayerNorm in ln_1 and ln_2 tapers away after warmup; ln_f stays as the anchor (PAPER.md section 5)
-norm = 'layernorm'
-taper = 'internal'
-taper_start = 1000    # = warmup_iters: calibrate c and gamma_t after 1000 steps of EMA
-taper_end = 10000     # gate 0 from here: the second half trains without internal norms
+taper = 'internal'  # the gate keeps its defaults: calibrate at 4000 (20%), gate 0 from 10000 (50%) on

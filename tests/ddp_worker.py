@@ -9,7 +9,7 @@ import sys
 import torch
 
 import train
-from common import run_main
+from configurator import run_main
 from model import GPT
 
 calibrate = GPT.calibrate

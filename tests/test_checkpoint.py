@@ -1,31 +1,30 @@
-"""Checkpoints: tensors and plain containers, written atomically, refused when foreign; and training
-that is interrupted and resumed computes exactly what the uninterrupted run computes."""
+"""Checkpoints: tensors and plain dicts, written atomically, read by one loader that refuses every bad file in one
+line; and training that is interrupted and resumed computes exactly what the uninterrupted run computes."""
 import json
 import os
+import pickle
+from dataclasses import asdict
 
 import pytest
 import torch
+from conftest import assert_one_error_line, cli, run_config
 
-import common
+import checkpoint
 import train as train_module
-from common import load_checkpoint, model_from_checkpoint, save_checkpoint
-from train import TrainConfig
+from checkpoint import KIND, load_checkpoint, load_model, save_checkpoint
+from configurator import UserError
+from model import GPT, GPTConfig
 
 
 def tiny_run(data_root, out_dir, **kw):
-    args = dict(out_dir=str(out_dir), data_root=data_root, dataset='shakespeare_char', device='cpu',
-                n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, dropout=0.1,
-                learning_rate=3e-3, max_iters=8, warmup_iters=2, lr_decay_iters=8, min_lr=3e-4,
-                taper_start=2, taper_end=6, eval_interval=2, eval_iters=2, log_interval=1,
-                norm='layernorm', taper='all', anchor_lambda=0.1, bias=True)
-    args.update(kw)
-    return TrainConfig(**args)
+    """All-Taper with the anchor and dropout: every piece of run state a resume must restore."""
+    return run_config(data_root, out_dir, **{**dict(dropout=0.1, taper_start=2, taper_end=6, eval_interval=2,
+                                                     norm='layernorm', taper='all', anchor_lambda=0.1, bias=True), **kw})
 
 
-def train_records(out_dir):
+def log_records(out_dir, kind):
     with open(os.path.join(out_dir, 'log.jsonl')) as f:
-        recs = [json.loads(line) for line in f]
-    return {r['iter']: r for r in recs if r['kind'] == 'train'}
+        return [rec for rec in map(json.loads, f) if rec['kind'] == kind]
 
 
 def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespeare_slice, tmp_path, monkeypatch):
@@ -37,20 +36,23 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
 
     def crash_at_5(it, cfg):
         if it == 5:
-            raise KeyboardInterrupt
+            raise RuntimeError("the machine went down")
         return real_get_lr(it, cfg)
     monkeypatch.setattr(train_module, 'get_lr', crash_at_5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match='went down'):
         train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split'))
     assert load_checkpoint(tmp_path / 'split' / 'ckpt.pt')['iter_num'] == 4
     monkeypatch.setattr(train_module, 'get_lr', real_get_lr)
     summary = train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', init_from='resume'))
 
-    a, b = train_records(tmp_path / 'whole'), train_records(tmp_path / 'split')
+    # the resumed log continues the first: iterations 4 and 5 logged twice, the later records are the resumed run's
+    a = {r['iter']: r for r in log_records(tmp_path / 'whole', 'train')}
+    b = {r['iter']: r for r in log_records(tmp_path / 'split', 'train')}
     assert sorted(a) == sorted(b) == list(range(8))                     # exactly max_iters iterations
     for it in range(8):
         for key in ('loss', 'ce', 'anchor', 'gate', 'lr', 's', 'logit_norm'):
             assert a[it][key] == b[it][key], (it, key)
+    assert [h['resumed_at'] for h in log_records(tmp_path / 'split', 'header')] == [None, 4]
     assert a[7]['anchor'] > 0 and a[3]['gate'] < 1 and a[7]['gate'] == 0
     assert summary['iter_num'] == 8
     sa = load_checkpoint(tmp_path / 'whole' / 'ckpt.pt')
@@ -60,16 +62,51 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
     assert sa['best_val_loss'] == sb['best_val_loss']
 
 
+def test_a_fresh_run_starts_its_own_log(shakespeare_slice, tmp_path):
+    train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4))
+    train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4, seed=7))
+    headers = log_records(tmp_path, 'header')
+    assert len(headers) == 1 and headers[0]['config']['seed'] == 7      # the first run's records are gone
+    assert [r['iter'] for r in log_records(tmp_path, 'train')] == [0, 1, 2, 3]
+
+
+def test_resume_takes_the_runs_own_config_as_its_base(shakespeare_slice, tmp_path):
+    """`python train.py --init_from=resume --out_dir=...` with no config file continues the run as it was."""
+    cfg = tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4)
+    train_module.train(cfg)
+    base = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)})
+    assert base == {k: v for k, v in asdict(cfg).items() if k != 'init_path'}
+    r = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', '--max_iters=6', '--lr_decay_iters=6')
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = log_records(tmp_path, 'header')[-1]['config']
+    assert (resumed['n_embd'], resumed['block_size'], resumed['max_iters']) == (32, 32, 6)  # saved, then overrides
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 6
+
+
+def test_ctrl_c_says_how_to_resume(shakespeare_slice, tmp_path, monkeypatch, capsys):
+    real_get_lr = train_module.get_lr
+
+    def ctrl_c_at_5(it, cfg):
+        if it == 5:
+            raise KeyboardInterrupt
+        return real_get_lr(it, cfg)
+    monkeypatch.setattr(train_module, 'get_lr', ctrl_c_at_5)
+    with pytest.raises(SystemExit) as stop:
+        train_module.train(tiny_run(shakespeare_slice, tmp_path))
+    assert str(stop.value) == (f"interrupted at iteration 5; {tmp_path / 'ckpt.pt'} holds iteration 4: continue with "
+                               f"python train.py --init_from=resume --out_dir={tmp_path}")
+
+
 def test_checkpoint_round_trip_gives_identical_logits(shakespeare_slice, tmp_path):
     train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4))
     raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)          # tensors and plain containers only
     assert raw['kind'] == 'nanotaper' and raw['iter_num'] == 4
-    m = model_from_checkpoint(raw)
+    m = GPT.from_checkpoint(raw)
     assert m.gate.item() == 0.0 and bool(m.calibrated)
     assert all(tn.mode == 'linear' for tn in m.taper_norms())          # Python-side state follows the buffers
-    again = model_from_checkpoint(load_checkpoint(tmp_path / 'ckpt.pt')).eval()
+    again, _ = load_model(tmp_path / 'ckpt.pt')
     x = torch.randint(0, m.config.vocab_size, (2, 16))
-    assert torch.equal(m.eval()(x, x)[0], again(x, x)[0])
+    assert torch.equal(m.eval()(x, x)[0], again.eval()(x, x)[0])
 
 
 def test_best_val_loss_is_the_minimum_seen(shakespeare_slice, tmp_path):
@@ -86,19 +123,85 @@ def test_a_crash_while_writing_leaves_the_last_checkpoint_intact(tmp_path, monke
     def dies_halfway(obj, f, *args, **kwargs):
         f.write(b'partial bytes')
         raise OSError("disk full")
-    monkeypatch.setattr(common.torch, 'save', dies_halfway)
+    monkeypatch.setattr(checkpoint.torch, 'save', dies_halfway)
     with pytest.raises(OSError):
         save_checkpoint({'kind': 'nanotaper', 'w': torch.zeros(3)}, path)
     monkeypatch.undo()
-    assert torch.equal(load_checkpoint(path)['w'], torch.ones(3))
+    assert torch.equal(load_checkpoint(path, need=())['w'], torch.ones(3))
 
 
-def test_foreign_and_missing_checkpoints_are_refused_with_a_reason(tmp_path):
-    torch.save({'model': {}}, tmp_path / 'other.pt')
-    with pytest.raises(ValueError, match='not a nanotaper checkpoint'):
-        load_checkpoint(tmp_path / 'other.pt')
-    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint at all')
-    with pytest.raises(ValueError, match='not a nanotaper checkpoint'):
-        load_checkpoint(tmp_path / 'junk.pt')
-    with pytest.raises(FileNotFoundError, match='train one first'):
-        load_checkpoint(tmp_path / 'absent.pt')
+# ----------------------------------------------------------------------------------------------
+# The one loader: every way a file can be wrong, named in one line
+
+class Hostile:
+    def __reduce__(self):  # unpickling would run this
+        return (os.system, ('echo owned',))
+
+
+def good_checkpoint():
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    return dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict(), config={})
+
+
+def bad_files(tmp_path):
+    """{what is wrong: (path, words the error must hold)}"""
+    good = good_checkpoint()
+    torch.save(good, tmp_path / 'good.pt')
+    data = (tmp_path / 'good.pt').read_bytes()
+    files = {
+        'missing': (tmp_path / 'absent.pt', b'', ['no checkpoint at', 'train one first']),
+        'empty': (tmp_path / 'empty.pt', b'', ['is empty']),
+        'truncated': (tmp_path / 'truncated.pt', data[:len(data) // 2], ['not a readable torch checkpoint']),
+        'text': (tmp_path / 'text.pt', b'hello, not a checkpoint', ['not a readable torch checkpoint']),
+        'plain pickle': (tmp_path / 'pickle.pt', pickle.dumps({'kind': KIND}), ['not a readable torch checkpoint']),
+    }
+    for name, obj, words in [
+            ('foreign', {'model': good['model']}, ['not a nanotaper checkpoint']),
+            ('needs code', {**good, 'extra': Hostile()}, ['posix.system', 'not safe to load']),
+            ('no model', {k: v for k, v in good.items() if k != 'model'}, ['lacks model']),
+            ('missing weight', {**good, 'model': {k: v for k, v in good['model'].items() if 'c_fc' not in k}},
+             ['does not hold a model', 'missing', 'c_fc']),
+            ('unexpected weight', {**good, 'model': {**good['model'], 'extra.weight': torch.ones(2)}},
+             ['does not hold a model', 'unexpected', 'extra.weight']),
+            ('wrong shape', {**good, 'model': {**good['model'], 'transformer.wpe.weight': torch.ones(9, 8)}},
+             ['does not hold a model', 'size mismatch', 'wpe']),
+            ('bad model_args', {**good, 'model_args': {**good['model_args'], 'norm': 'batchnorm'}},
+             ['does not hold a model', 'batchnorm'])]:
+        torch.save(obj, tmp_path / f"{name.replace(' ', '_')}.pt")
+        files[name] = (tmp_path / f"{name.replace(' ', '_')}.pt", None, words)
+    for path, content, _ in files.values():
+        if content:
+            path.write_bytes(content)
+    (tmp_path / 'empty.pt').write_bytes(b'')
+    return {name: (str(path), words) for name, (path, _, words) in files.items()}
+
+
+def test_the_loader_names_the_file_and_what_is_wrong(tmp_path):
+    for name, (path, words) in bad_files(tmp_path).items():
+        with pytest.raises(UserError) as err:
+            load_model(path)
+        message = str(err.value)
+        assert path in message and '\n' not in message, (name, message)
+        assert 'weights_only=False' not in message                    # never advise loading a hostile file
+        for word in words:
+            assert word in message, (name, message)
+
+
+@pytest.mark.parametrize('script,arg', [('sample.py', '--ckpt='), ('fold.py', '--ckpt=')])
+def test_scripts_refuse_bad_checkpoints_in_one_line(tmp_path, script, arg):
+    for name in ('truncated', 'needs code', 'missing weight'):
+        path, words = bad_files(tmp_path)[name]
+        assert_one_error_line(cli(script, arg + path, '--device=cpu' if script == 'sample.py' else '--seed=1'),
+                              path, *words)
+
+
+def test_resume_refuses_bad_checkpoints_in_one_line(shakespeare_slice, tmp_path):
+    r = cli('train.py', 'config/taper.py', '--init_from=resume', f'--out_dir={tmp_path / "nowhere"}')
+    assert_one_error_line(r, 'no checkpoint at', 'nowhere')
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'ckpt.pt').write_bytes(b'')
+    assert_one_error_line(cli('train.py', '--init_from=resume', f'--out_dir={tmp_path / "run"}'), 'is empty')
+    run = dict(data_root=shakespeare_slice, dataset='shakespeare_char')
+    torch.save({**good_checkpoint(), 'config': run}, tmp_path / 'run' / 'ckpt.pt')  # a folded model: no optimizer
+    assert_one_error_line(cli('train.py', '--init_from=resume', f'--out_dir={tmp_path / "run"}', '--device=cpu'),
+                          'lacks optimizer', 'no optimizer state to resume')

@@ -1,69 +1,110 @@
-"""Configuration: a config file, then --key=value overrides, typed; mistakes are errors that name the key."""
+"""Configuration: config files (each may extend another), then --key=value overrides wherever they stand, typed;
+mistakes are one-line errors that name the key."""
+import dataclasses
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import REPO, assert_one_error_line, cli
 
-from common import ConfigError, parse_config
+from configurator import UserError, parse_config, usage
 from train import TrainConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, 'config')
 
 
-def test_file_then_overrides_in_order(tmp_path):
+def test_file_then_overrides(tmp_path):
     cfg_file = tmp_path / 'c.py'
     cfg_file.write_text("import math\nn_layer = 3\nlearning_rate = 2e-3\nout_dir = 'from-file'\n_private = 1\n")
     cfg = parse_config(TrainConfig, [str(cfg_file), '--n_layer=5', '--dropout=0.1'])
     assert (cfg.n_layer, cfg.learning_rate, cfg.out_dir, cfg.dropout) == (5, 2e-3, 'from-file', 0.1)
 
 
+def test_an_override_wins_over_a_file_wherever_it_stands(tmp_path):
+    cfg_file = tmp_path / 'c.py'
+    cfg_file.write_text("norm = 'layernorm'\nn_layer = 3\n")
+    for argv in (['--norm=rmsnorm', str(cfg_file)], [str(cfg_file), '--norm=rmsnorm']):
+        cfg = parse_config(TrainConfig, argv)
+        assert (cfg.norm, cfg.n_layer) == ('rmsnorm', 3), argv
+
+
+def test_a_file_extends_another_and_states_only_what_differs(tmp_path):
+    (tmp_path / 'base.py').write_text("n_layer = 3\nout_dir = 'base'\nlearning_rate = 2e-3\n")
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'sub' / 'variant.py').write_text("extends = '../base.py'\nout_dir = 'variant'\n")
+    cfg = parse_config(TrainConfig, [str(tmp_path / 'sub' / 'variant.py')])
+    assert (cfg.n_layer, cfg.out_dir, cfg.learning_rate) == (3, 'variant', 2e-3)
+    (tmp_path / 'loop.py').write_text("extends = 'loop.py'\n")
+    with pytest.raises(UserError, match='extends itself'):
+        parse_config(TrainConfig, [str(tmp_path / 'loop.py')])
+
+
 def test_values_are_typed():
     cfg = parse_config(TrainConfig, ['--learning_rate=1', '--compile=False', '--bias=true', '--out_dir=123',
-                                     '--device=cpu', '--taper_start=None'])
+                                     '--device=cpu', '--taper_start=None', '--compile'])
     assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)   # an int is fine for a float
-    assert cfg.compile is False and cfg.bias is True
+    assert cfg.compile is True and cfg.bias is True                           # a bare bool key is a switch
     assert cfg.out_dir == '123' and cfg.device == 'cpu'
-    assert cfg.taper_start == cfg.warmup_iters                                # None: the documented default
+    assert cfg.taper_start == round(0.2 * cfg.max_iters)                      # None: the documented default
 
 
-@pytest.mark.parametrize('arg,words', [
-    ('--max_iters=1.5', ['max_iters', 'int']),
-    ('--compile=maybe', ['compile', 'bool']),
-    ('--batch_size=True', ['batch_size', 'int']),
-    ('--learnin_rate=1e-3', ['learnin_rate', "did you mean 'learning_rate'"]),
-    ('--n_layer', ['--key=value']),
-    ('--norm=batchnorm', ['norm', 'batchnorm']),
-    ('--taper=internal --norm=none', None),
+@pytest.mark.parametrize('args,words', [
+    (['--max_iters=1.5'], ['max_iters', 'int']),
+    (['--compile=maybe'], ['compile', 'bool']),
+    (['--batch_size=True'], ['batch_size', 'int']),
+    (['--learnin_rate=1e-3'], ['learnin_rate', "did you mean 'learning_rate'"]),
+    (['--n_layer'], ['--key=value']),
+    (['--norm=batchnorm'], ['norm', 'batchnorm']),
+    (['--taper=internal', '--norm=none'], ['taper', 'norm']),
+    (['--dropout=1.5'], ['dropout']),
+    (['config/nope.py'], ['not found']),
 ])
-def test_mistakes_name_the_key(arg, words):
-    args = arg.split()
-    with pytest.raises(ConfigError) as err:
+def test_mistakes_name_the_key(args, words):
+    with pytest.raises(UserError) as err:
         parse_config(TrainConfig, args)
-    for word in words or ['taper', 'norm']:
+    for word in words:
         assert word in str(err.value)
 
 
 def test_unknown_key_in_a_config_file_names_file_and_key(tmp_path):
     cfg_file = tmp_path / 'bad.py'
     cfg_file.write_text("n_layers = 4\n")
-    with pytest.raises(ConfigError, match=r"bad\.py.*unknown config key 'n_layers'.*'n_layer'"):
+    with pytest.raises(UserError, match=r"bad\.py.*unknown config key 'n_layers'.*'n_layer'"):
         parse_config(TrainConfig, [str(cfg_file)])
 
 
-def test_missing_config_file():
-    with pytest.raises(ConfigError, match='not found'):
-        parse_config(TrainConfig, ['config/nope.py'])
+def test_help_says_what_each_key_means():
+    text = usage(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        line = next(line for line in text.splitlines() if line.strip().startswith(f'--{f.name}='))
+        assert len(line.split(None, 1)) == 2, f"--{f.name} has no meaning in --help"
+    assert "--taper_start=None" in text and "20% of max_iters" in text
 
 
-def test_every_shipped_config_parses():
-    for name in sorted(os.listdir(os.path.join(REPO, 'config'))):
-        parse_config(TrainConfig, [os.path.join(REPO, 'config', name)])
+def test_every_shipped_config_parses_and_runs_alone():
+    for name in sorted(os.listdir(CONFIG)):
+        cfg = parse_config(TrainConfig, [os.path.join(CONFIG, name)])
+        assert cfg.out_dir != TrainConfig.out_dir, name                    # every run writes its own folder
 
 
-def test_the_command_line_reports_a_bad_key_and_exits_non_zero():
-    out = subprocess.run([sys.executable, 'train.py', 'config/taper.py', '--nonsense=1'], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    assert "unknown config key 'nonsense'" in out.stderr
-    assert 'Traceback' not in out.stderr
+@pytest.mark.parametrize('run,control', [('taper', 'layernorm'), ('finetune_gpt2_taper', 'finetune_gpt2_layernorm'),
+                                         ('owt_taper', 'owt_layernorm'), ('tinystories_taper', 'tinystories_layernorm')])
+def test_a_control_is_its_taper_run_with_taper_off(run, control):
+    a, b = (dataclasses.asdict(parse_config(TrainConfig, [os.path.join(CONFIG, f'{n}.py')])) for n in (run, control))
+    assert (a['taper'], b['taper']) == ('internal', 'off')
+    differ = {k for k in a if a[k] != b[k]}
+    assert differ <= {'taper', 'out_dir', 'wandb_run_name'} and 'out_dir' in differ
+
+
+def test_the_schedule_is_checked_only_where_something_calibrates():
+    with pytest.raises(UserError, match='taper_start'):
+        parse_config(TrainConfig, ['--taper=internal', '--max_iters=20', '--taper_start=500', '--taper_end=1250'])
+    with pytest.raises(UserError, match='taper_start'):                   # the anchor's s_tgt is frozen there too
+        parse_config(TrainConfig, ['--norm=none', '--anchor_lambda=0.1', '--max_iters=20', '--taper_start=500'])
+    cfg = parse_config(TrainConfig, ['--taper=off', '--max_iters=20', '--taper_start=500', '--taper_end=1250'])
+    assert cfg.taper_start == 500                                          # a baseline never reads it
+
+
+def test_the_command_line_reports_a_bad_key_in_one_line():
+    assert_one_error_line(cli('train.py', 'config/taper.py', '--nonsense=1'), "unknown config key 'nonsense'")
+    assert_one_error_line(cli('train.py', 'config/taper.py', '--taper_start=500', '--taper_end=400'), 'taper_start')
+    assert_one_error_line(cli('sample.py', '--top_k=0'), 'top_k')

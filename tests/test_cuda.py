@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from common import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint
+from model import GPT
 from train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -24,7 +25,7 @@ def test_bf16_fused_adamw_training_through_the_schedule(shakespeare_slice, tmp_p
     assert evals[-1]['val'] < evals[0]['val'] - 0.7 and summary['gate'] == 0.0
     ckpt = load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])      # compile leaves no prefix behind
-    m = model_from_checkpoint(ckpt, 'cuda')
+    m = GPT.from_checkpoint(ckpt).to('cuda')
     assert all(tn.c.item() != 1.0 for tn in m.taper_norms())
     with open(tmp_path / 'log.jsonl') as f:
         header = json.loads(f.readline())
@@ -37,7 +38,7 @@ def test_folded_logits_match_in_bf16(shakespeare_slice, tmp_path):
                       n_embd=64, block_size=64, batch_size=16, max_iters=60, warmup_iters=5, lr_decay_iters=60,
                       taper_start=10, taper_end=40, eval_interval=60, eval_iters=2, taper='all', anchor_lambda=0.1)
     train(cfg)
-    m = model_from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'ckpt.pt')), 'cuda').eval()
+    m = GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))).to('cuda').eval()
     folded = fold_model(m).eval()
     x = torch.randint(0, m.config.vocab_size, (4, 64), device='cuda')
     with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):

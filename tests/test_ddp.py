@@ -11,54 +11,14 @@ import sys
 
 import numpy as np
 import torch
+from reference import assert_matches_reference, assert_rounding_close, float64_reference
 
-from common import get_batch, load_checkpoint, parse_config
-from model import GPT
-from train import TrainConfig, configure_optimizer, get_gate, model_config, step_seed
+from checkpoint import load_checkpoint
+from configurator import parse_config
+from train import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD = 2
-
-
-# Both sides run in float64, so they can differ only by float64 rounding: DDP sums each rank's half of the batch and
-# averages the two, one process sums the global batch at once. Sums of the same n terms in another order differ by
-# at most n * u * sum|terms| (u = 2^-53); with n <= 10^3 here that is 1e-13 of a tensor's scale, and ROUND allows
-# ten times as much for the products along the way. Float32 would need 1e-4, where a real bug could hide.
-ROUND = 1e-12
-
-
-def one_process(cfg, data_dir, vocab_size):
-    """What DDP must equal: train.py's loop in one process, each step on the micro-batches all ranks draw.
-    Also returns the largest |gradient| each parameter saw, the scale of its rounding."""
-    torch.manual_seed(cfg.seed)
-    model = GPT(model_config(cfg, vocab_size))
-    optimizer = configure_optimizer(model, cfg, 'cpu')  # lr stays learning_rate: the test runs without decay
-    accum = cfg.gradient_accumulation_steps // WORLD
-    grad_scale = {name: 0.0 for name, _ in model.named_parameters()}
-    for it in range(cfg.max_iters):
-        model.set_gate(get_gate(it, cfg.taper_start, cfg.taper_end))
-        batches = []
-        for rank in range(WORLD):  # each rank reads its own stream, accum micro-batches a step
-            gen = torch.Generator().manual_seed(step_seed(cfg.seed, rank, it))
-            batches += [get_batch(data_dir, 'train', cfg.batch_size, cfg.block_size, gen, 'cpu') for _ in range(accum)]
-        _, loss, _ = model(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
-        loss.backward()
-        for name, p in model.named_parameters():
-            if p.grad is not None:
-                grad_scale[name] = max(grad_scale[name], p.grad.abs().max().item())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.update_calibration()
-        if it == cfg.taper_start:
-            model.calibrate()
-    model.set_gate(get_gate(cfg.max_iters, cfg.taper_start, cfg.taper_end))
-    return model, optimizer, grad_scale
-
-
-def assert_rounding_close(actual, expected, scale, what):
-    """|actual - expected| <= ROUND * scale, elementwise: float64 rounding of that scale, nothing more."""
-    assert actual.dtype == expected.dtype == torch.float64, what
-    torch.testing.assert_close(actual, expected, rtol=0, atol=ROUND * scale, msg=lambda m: f"{what}: {m}")
 
 
 def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
@@ -84,35 +44,10 @@ def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     cfg = parse_config(TrainConfig, args)
-    torch.set_default_dtype(torch.float64)  # the reference in float64 too, as the worker
-    try:
-        ref, ref_opt, grad_scale = one_process(cfg, str(data_dir), vocab_size)
-    finally:
-        torch.set_default_dtype(torch.float32)
+    ref, ref_opt, grad_scale, _ = float64_reference(cfg, str(data_dir), vocab_size, WORLD)
     ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
-    ref_sd = ref.state_dict()
-    assert ckpt['model'].keys() == ref_sd.keys()
-    # AdamW's first steps move a weight by lr * g / (|g| + eps): a gradient error of d moves it by up to lr / eps * d
-    # (for g near 0), so a weight may differ by lr / eps times its gradient's rounding, summed over the two steps.
-    adam_gain = cfg.max_iters * cfg.learning_rate / 1e-8
-    param_of = {key: name for name, p in ref.named_parameters()        # lm_head.weight is wte's, tied
-                for key, q in ref.named_parameters(remove_duplicate=False) if q is p}
-    for key, expected in ref_sd.items():
-        actual = ckpt['model'][key]
-        if not expected.is_floating_point() or key == 'gate':
-            assert torch.equal(actual, expected), key           # the gate, flags and step counts: exact
-        elif key in param_of:
-            assert_rounding_close(actual, expected, adam_gain * grad_scale[param_of[key]], key)
-        else:                                                   # c, EMAs, s_tgt: ratios and means of sums
-            assert_rounding_close(actual, expected, expected.abs().max().item(), key)
-
-    # AdamW's moments are the gradients themselves (scale included), and which parameters it stepped how often
-    state, ref_state = ckpt['optimizer']['state'], ref_opt.state_dict()['state']
-    assert state.keys() == ref_state.keys()
-    for i in state:
-        ref_avg = ref_state[i]['exp_avg']  # a linear function of the gradients: rounding of their scale only
-        assert_rounding_close(state[i]['exp_avg'], ref_avg, ref_avg.abs().max().item(), f'exp_avg {i}')
-        assert state[i]['step'] == ref_state[i]['step']
+    assert_matches_reference(ckpt, ref, ref_opt, grad_scale, cfg)
+    state = ckpt['optimizer']['state']
     # gamma_t was unused in step 0 (g = 1, before calibration): DDP left its grad None, so AdamW stepped it once
     order = [id(p) for group in ref_opt.param_groups for p in group['params']]  # the optimizer's numbering
     gamma_t = [order.index(id(m.weight_t)) for m in ref.taper_norms()]

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from common import CHECKPOINT_KIND, load_checkpoint, model_from_checkpoint
+from checkpoint import KIND, load_checkpoint
+from configurator import UserError
 from fold import FoldConfig, fold_model, fold_norm_into_linear, main as fold_main
 from model import GPT, GPTConfig, Norm
 
@@ -126,7 +127,7 @@ def test_fold_refuses_a_folded_model():
 # The command line: python fold.py --ckpt=...
 
 def save(model, path, data_root, iter_num=1000):
-    torch.save(dict(kind=CHECKPOINT_KIND, model_args=asdict(model.config), model=model.float().state_dict(),
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.float().state_dict(),
                     optimizer={}, iter_num=iter_num,
                     config=dict(data_root=str(data_root), dataset='ds', taper_end=1000)), path)
     return str(path)
@@ -147,19 +148,20 @@ def test_cli_writes_a_folded_checkpoint(tmp_path, capsys, with_val):
     ckpt = load_checkpoint(out)                          # weights_only=True and kind='nanotaper'
     assert ckpt['model_args']['folded'] and 'optimizer' not in ckpt and ckpt['folded_from'] == path
     assert ckpt['config']['dataset'] == 'ds'             # sample.py finds the vocabulary through it
-    folded = model_from_checkpoint(ckpt).eval()
+    folded = GPT.from_checkpoint(ckpt).eval()
     idx = torch.randint(V, (2, 16), generator=torch.Generator().manual_seed(0))
     assert_close(folded(idx, idx)[0], model(idx, idx)[0], rtol=1e-4, atol=1e-4)  # float32 checkpoint
 
 
 def test_cli_refusals(tmp_path, capsys):
-    with pytest.raises(SystemExit, match=r"gate is 0\.3.*iteration 400.*1000"):
+    with pytest.raises(UserError, match=r"gate is 0\.3.*iteration 400.*1000"):
         fold_main(FoldConfig(ckpt=save(tapered_model(gate=0.3), tmp_path / 'open.pt', tmp_path, iter_num=400)))
     torch.save({'model': {}}, tmp_path / 'other.pt')
-    with pytest.raises(SystemExit, match='not a nanotaper checkpoint'):
+    with pytest.raises(UserError, match='not a nanotaper checkpoint'):
         fold_main(FoldConfig(ckpt=str(tmp_path / 'other.pt')))
-    with pytest.raises(SystemExit, match='nothing to fold'):
+    with pytest.raises(UserError, match='nothing to fold') as err:
         fold_main(FoldConfig(ckpt=save(tapered_model(taper='off'), tmp_path / 'ln.pt', tmp_path)))
+    assert 'resume' not in str(err.value)                # a baseline never tapers: no advice to train on
     # a never-normalized model is reported, not refused
     assert fold_main(FoldConfig(ckpt=save(tapered_model('none', 'off'), tmp_path / 'none.pt', tmp_path))) is None
     assert 'needs no fold' in capsys.readouterr().out

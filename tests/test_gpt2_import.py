@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from common import get_batch, load_checkpoint, parse_config
+from checkpoint import load_checkpoint
+from configurator import parse_config
 from model import GPT
-from train import TrainConfig, train
+from train import TrainConfig, get_batch, train
 
 transformers = pytest.importorskip('transformers')
 save_file = pytest.importorskip('safetensors.torch').save_file  # safetensors comes with transformers

@@ -2,14 +2,17 @@
 The KV cache (cached and uncached logits and greedy tokens agree for every kind of model) and sample.py
 (character and GPT-2 BPE vocabularies, prompts from files, a clear error for characters outside the vocabulary).
 """
+import os
 import pickle
 from dataclasses import asdict
 
 import pytest
 import torch
+from conftest import OFFLINE, REPO, assert_one_error_line, cli
 from torch.testing import assert_close
 
-from common import CHECKPOINT_KIND
+from checkpoint import KIND
+from configurator import UserError, parse_config
 from fold import fold_model
 from model import GPT, GPTConfig, KVCache
 from sample import SampleConfig, main as sample_main
@@ -68,7 +71,7 @@ def char_checkpoint(tmp_path, chars='\n !,.:?ABCTabcdefghijklmnopqrstuvwxyz'):
                          stoi={c: i for i, c in enumerate(chars)}), f)
     model = GPT(GPTConfig(block_size=16, vocab_size=len(chars), n_layer=1, n_head=2, n_embd=8))
     path = tmp_path / 'ckpt.pt'
-    torch.save(dict(kind=CHECKPOINT_KIND, model_args=asdict(model.config), model=model.state_dict(),
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict(),
                     config=dict(data_root=str(tmp_path), dataset='chars')), path)
     return str(path)
 
@@ -83,7 +86,7 @@ def test_sample_char_vocabulary(tmp_path):
 
 def test_sample_names_characters_outside_the_vocabulary(tmp_path):
     ckpt = char_checkpoint(tmp_path)
-    with pytest.raises(SystemExit, match=r"outside the 37-character vocabulary .*meta\.pkl: '#', 'Z', 'é'"):
+    with pytest.raises(UserError, match=r"outside the 37-character vocabulary .*meta\.pkl: '#', 'Z', 'é'"):
         sample_main(SampleConfig(ckpt=ckpt, start='ZZ top# café', device='cpu'))
 
 
@@ -94,8 +97,33 @@ def test_sample_gpt2_bpe(tmp_path):
     except Exception as e:  # offline without TIKTOKEN_CACHE_DIR pointing at the BPE files
         pytest.skip(f"GPT-2 BPE files unavailable: {e}")
     model = GPT(GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=8))
-    torch.save(dict(kind=CHECKPOINT_KIND, model_args=asdict(model.config), model=model.state_dict(),
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict(),
                     config=dict(data_root=str(tmp_path), dataset='owt')), tmp_path / 'ckpt.pt')
     samples = sample_main(SampleConfig(out_dir=str(tmp_path), start='Hello world', num_samples=1,
                                        max_new_tokens=5, device='cpu', top_p=0.9))
     assert samples[0].startswith('Hello world')
+
+
+@pytest.mark.parametrize('option,words', [('--temperature=-1', 'temperature=-1.0 must be >= 0'),
+                                          ('--top_k=0', 'top_k=0 must be >= 1'), ('--top_p=1.5', 'top_p=1.5'),
+                                          ('--top_p=0', 'top_p=0.0'), ('--max_new_tokens=-5', 'max_new_tokens'),
+                                          ('--num_samples=0', 'num_samples')])
+def test_sample_options_out_of_range_are_refused_by_name(option, words):
+    with pytest.raises(UserError, match=words.replace('.', r'\.')):
+        parse_config(SampleConfig, [option])
+
+
+def test_the_defaults_find_the_quick_starts_run():
+    from train import TrainConfig
+    from fold import FoldConfig
+    quick_start = parse_config(TrainConfig, [os.path.join(REPO, 'config', 'taper.py')]).out_dir
+    assert SampleConfig().out_dir == quick_start and FoldConfig().ckpt == os.path.join(quick_start, 'ckpt.pt')
+
+
+def test_sample_bpe_offline_is_one_line(tmp_path):
+    model = GPT(GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=8))
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict(),
+                    config=dict(data_root=str(tmp_path), dataset='owt')), tmp_path / 'ckpt.pt')
+    r = cli('sample.py', f'--out_dir={tmp_path}', '--device=cpu', cwd=tmp_path,
+            TIKTOKEN_CACHE_DIR=str(tmp_path / 'no-cache'), **OFFLINE)
+    assert_one_error_line(r, 'TIKTOKEN_CACHE_DIR')

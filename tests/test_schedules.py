@@ -1,9 +1,9 @@
-"""PAPER.md section 4 and nanoGPT's learning rate: pure functions of the iteration, checked at their edges."""
+"""METHOD.md §4 and nanoGPT's learning rate: pure functions of the iteration, checked at their edges."""
 import math
 
 import pytest
 
-from common import ConfigError, parse_config
+from configurator import UserError, parse_config
 from train import TrainConfig, get_gate, get_lr
 
 
@@ -31,13 +31,19 @@ def test_gate_rejects_an_empty_or_reversed_taper(start, end):
     (['--taper_start=-5'], 'taper_start'),
 ])
 def test_the_config_rejects_a_schedule_outside_the_run(overrides, key):
-    with pytest.raises(ConfigError, match=key):
-        parse_config(TrainConfig, ['--max_iters=2000'] + overrides)
+    with pytest.raises(UserError, match=key):
+        parse_config(TrainConfig, ['--max_iters=2000', '--taper=internal'] + overrides)
 
 
-def test_schedule_defaults_follow_the_paper_decision():
-    cfg = parse_config(TrainConfig, ['--max_iters=1000', '--warmup_iters=50', '--lr_decay_iters=1000'])
-    assert (cfg.taper_start, cfg.taper_end) == (50, 500)                   # warmup_iters, max_iters // 2
+@pytest.mark.parametrize('args,expected', [
+    (['--max_iters=2000', '--warmup_iters=100', '--lr_decay_iters=2000'], (400, 1000)),   # 20% and 50% of the run
+    (['--max_iters=1000', '--warmup_iters=300', '--lr_decay_iters=1000'], (300, 500)),    # not inside the warmup
+    (['--max_iters=120', '--warmup_iters=2000', '--decay_lr=False'], (24, 60)),           # no warmup without decay
+    (['--max_iters=2000', '--taper_start=100'], (100, 1000)),                             # each default on its own
+])
+def test_the_schedule_defaults_scale_with_the_run(args, expected):
+    cfg = parse_config(TrainConfig, ['--taper=internal'] + args)
+    assert (cfg.taper_start, cfg.taper_end) == expected
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():

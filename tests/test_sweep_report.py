@@ -1,4 +1,6 @@
-"""The sweep skips finished runs and resumes interrupted ones; the report turns logs into a table and plots."""
+"""experiments/: the sweep skips finished runs and resumes interrupted ones; the report reads every log (resumed ones
+too), picks each variant's best learning rate, pairs seeds, and writes runs.csv, the tables and the README."""
+import csv
 import json
 import os
 import statistics
@@ -7,64 +9,128 @@ import pytest
 
 import report
 import sweep
+import train
+from configurator import parse_config
 
-TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --taper_start=5 --taper_end=20 --eval_interval=10 "
-        "--eval_iters=2 --log_interval=5 --n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4")
+TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --eval_interval=10 --eval_iters=2 --log_interval=5 "
+        "--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4")
 
 
-def write_log(out_dir, max_iters, evals, train=()):
+def write_log(out_dir, lr, seed, final, segments=((None, 0),), max_iters=20, s=1.0):
+    """A log.jsonl as train.py writes it: one segment per (resumed_at, value offset), evals every 10 iterations."""
     os.makedirs(out_dir, exist_ok=True)
+    config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10)
     with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
-        config = {'max_iters': max_iters, 'taper_start': max_iters // 4, 'taper_end': max_iters // 2}
-        f.write(json.dumps({'kind': 'header', 'config': config, 'device': 'cpu'}) + '\n')
-        for it, val in evals:
-            f.write(json.dumps({'kind': 'eval', 'iter': it, 'train': val, 'val': val, 'gate': 1.0}) + '\n')
-        for it, s, logit, ms in train:
-            f.write(json.dumps({'kind': 'train', 'iter': it, 's': s, 'logit_norm': logit, 'ms': ms}) + '\n')
+        for resumed_at, offset in segments:
+            f.write(json.dumps(dict(kind='header', resumed_at=resumed_at, config=config, commit='abc', device='cpu'))
+                    + '\n')
+            for it in range(resumed_at or 0, max_iters + 1):
+                if it % 10 == 0:
+                    val = final if it == max_iters else 4.0 - it / 10 + offset
+                    f.write(json.dumps(dict(kind='eval', iter=it, val=val, train=val, gate=1.0)) + '\n')
+                if it < max_iters:
+                    f.write(json.dumps(dict(kind='train', iter=it, s=s + offset, logit_norm=10.0, ms=1.0)) + '\n')
+        f.write(json.dumps(dict(kind='done', iter=max_iters, wall_s=12.5)) + '\n')
 
 
-def test_plan_skips_finished_resumes_checkpointed_and_starts_the_rest(tmp_path):
-    write_log(sweep.run_dir(tmp_path, 'layernorm', 1), 10, [(0, 4.0), (10, 2.0)])
-    write_log(sweep.run_dir(tmp_path, 'layernorm', 2), 10, [(0, 4.0), (5, 3.0)])     # stopped at 5
-    (tmp_path / 'layernorm-s2' / 'ckpt.pt').write_bytes(b'')
-    cfg = sweep.SweepConfig(variants='layernorm', seeds='1,2,3', out_root=str(tmp_path))  # one variant, 3 seeds
-    actions = [(os.path.basename(d), a, '--init_from=resume' in cmd) for d, a, cmd in sweep.plan(cfg)]
-    assert actions == [('layernorm-s1', 'skip', False), ('layernorm-s2', 'resume', True),
-                       ('layernorm-s3', 'start', False)]
-    with pytest.raises(SystemExit, match='unknown variant'):
-        sweep.plan(sweep.SweepConfig(variants='batchnorm', out_root=str(tmp_path)))
+def test_a_resumed_log_is_read_with_the_later_segment_winning(tmp_path):
+    # a first segment that got to iteration 15 (offset 100 marks its values), resumed from the checkpoint at 10
+    write_log(tmp_path / 'layernorm-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100), (10, 0)))
+    run = report.read_log(tmp_path / 'layernorm-lr0.001-s1' / 'log.jsonl')
+    assert run['header']['resumed_at'] == 10 and run['done']['wall_s'] == 12.5
+    assert sorted(run['train']) == list(range(20)) and sorted(run['eval']) == [0, 10, 20]
+    assert [run['train'][i]['s'] for i in (9, 10, 19)] == [101.0, 1.0, 1.0]   # before the resume: first segment
+    [row] = report.load_runs(tmp_path)
+    assert (row['variant'], row['learning_rate'], row['seed'], row['val_loss'], row['s']) == ('layernorm', 1e-3, 1,
+                                                                                             2.0, 1.0)
 
 
-def test_a_real_tiny_sweep_runs_then_skips_what_it_finished(shakespeare_slice, tmp_path, monkeypatch):
-    monkeypatch.chdir(sweep.os.path.dirname(os.path.abspath(sweep.__file__)))
-    cfg = sweep.SweepConfig(variants='taper_ln', seeds='7', out_root=str(tmp_path), jobs=1,
-                            extra=f"{TINY} --data_root={shakespeare_slice}")
-    sweep.main(cfg)
-    log = tmp_path / 'taper_ln-s7' / 'log.jsonl'
-    assert sweep.is_finished(str(tmp_path / 'taper_ln-s7'))
-    lines = log.read_text().count('\n')
-    sweep.main(cfg)                                                   # finished: nothing runs again
-    assert log.read_text().count('\n') == lines
+def synthetic_sweep(root):
+    """layernorm best at lr 2e-3, taper_ln best at 4e-3; at their best rates 3 paired seeds; one unfinished run."""
+    finals = {('layernorm', 1e-3): [2.00, 2.02, 2.04], ('layernorm', 2e-3): [1.90, 1.95, 1.91],
+              ('taper_ln', 2e-3): [1.92, 1.99, 1.93], ('taper_ln', 4e-3): [1.89, 1.93, 1.92]}
+    for (variant, lr), vals in finals.items():
+        for seed, final in zip((1, 2, 3), vals):
+            write_log(root / f'{variant}-lr{lr:g}-s{seed}', lr, seed, final)
+    write_log(root / 'taper_ln-lr0.004-s4', 4e-3, 4, 1.0, max_iters=20)
+    os.remove(root / 'taper_ln-lr0.004-s4' / 'log.jsonl')            # no log: not a run
+    write_log(root / 'taper_ln-lr0.008-s1', 8e-3, 1, 0.5)
+    with open(root / 'taper_ln-lr0.008-s1' / 'log.jsonl') as f:      # stopped before the final evaluation
+        lines = [line for line in f if '"iter": 20' not in line and '"done"' not in line]
+    (root / 'taper_ln-lr0.008-s1' / 'log.jsonl').write_text(''.join(lines))
+    return finals
 
 
-def test_report_tables_and_plots_synthetic_logs(tmp_path):
+def test_best_rates_and_the_paired_interval(tmp_path):
+    finals = synthetic_sweep(tmp_path)
+    runs = report.load_runs(tmp_path)
+    assert len(runs) == 12 and report.best_rates(runs) == {'layernorm': 2e-3, 'taper_ln': 4e-3}
+    n, mean, half, base = report.paired(runs, 'taper_ln', 'layernorm', 4e-3, 2e-3)
+    diffs = [a - b for a, b in zip(finals[('taper_ln', 4e-3)], finals[('layernorm', 2e-3)])]   # -0.01, -0.02, +0.01
+    assert (n, mean, base) == (3, pytest.approx(statistics.fmean(diffs)), pytest.approx(1.92))
+    assert half == pytest.approx(4.303 * statistics.stdev(diffs) / 3 ** 0.5)   # t(0.975, 2 degrees of freedom)
+
+
+def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
     pytest.importorskip('matplotlib')
-    finals = {'layernorm': [2.0, 2.2], 'taper_ln': [2.1, 2.3]}
-    for variant, vals in finals.items():
-        for seed, final in enumerate(vals):
-            write_log(tmp_path / 'sweep' / f'{variant}-s{seed}', 20, [(0, 4.0), (10, 3.0), (20, final)],
-                      train=[(4, 0.5, 10.0, 100.0 + seed), (9, 0.5, 10.0, 200.0), (19, 1.0 + seed, 20.0, 300.0)])
-    write_log(tmp_path / 'sweep' / 'layernorm-s9', 20, [(0, 4.0), (10, 9.9)])    # unfinished: left out
-    bench = dict(device='cpu', torch='x', config=dict(repeats=3), ratios=[
-        dict(mode='last', compiled=False, B=1, T=8, ratio=r, value=v)
-        for r, v in (('folded/layernorm', 1.1), ('taper/layernorm', 1.05), ('folded/none', 0.99))])
-    (tmp_path / 'bench.json').write_text('table lines first\n' + json.dumps(bench) + '\n')
-    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'),
-                                    bench=str(tmp_path / 'bench.json')))
+    synthetic_sweep(tmp_path / 'sweep')
+    readme = tmp_path / 'README.md'
+    readme.write_text("# x\n<!-- report:results -->\nold\n<!-- /report:results -->\ntail\n")
+    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'), readme=str(readme)))
+    with open(tmp_path / 'out' / 'runs.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and set(report.COLUMNS) == set(rows[0])
+    assert {(r['variant'], float(r['learning_rate']), int(r['seed']), float(r['val_loss'])) for r in rows} >= \
+        {('taper_ln', 4e-3, 2, 1.93), ('layernorm', 1e-3, 3, 2.04)}
     table = (tmp_path / 'out' / 'results.md').read_text()
-    gap = 100 * (statistics.fmean(finals['taper_ln']) / statistics.fmean(finals['layernorm']) - 1)
-    assert f"| layernorm | 2 | 2.1000 +- {statistics.stdev([2.0, 2.2]):.4f} | baseline | 1.50 | 20.0 |" in table
-    assert f"| taper_ln | 2 | 2.2000 +- " in table and f"{gap:+.2f}% vs layernorm" in table
-    assert "| layernorm | 2 | 100.5 | 200.0 | 300.0 | cpu |" in table               # phases: < 5, 5..9, >= 10
-    for name in ('val_loss.png', 'scale.png', 'speedup.png'):
+    assert "| layernorm | 0.002 | 3 | 1.9200 ± 0.0265 | baseline |" in table
+    assert "| taper_ln | 0.004 | 3 | 1.9133 ± 0.0208 | -0.0067 (3 seeds) |" in table and "-0.35%" in table
+    text = readme.read_text()
+    assert text.startswith("# x\n<!-- report:results -->\n") and text.endswith("<!-- /report:results -->\ntail\n")
+    assert table in text and '\nold\n' not in text
+    for name in ('val_loss.png', 'scale.png'):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):
+    for variant in sweep.MAIN:
+        for lr, final in zip(sweep.LEARNING_RATES, (2.0, 1.9, 1.85, 1.8 if variant == 'taper_rms' else 1.95)):
+            for seed in sweep.SEEDS[:2]:
+                write_log(tmp_path / f'{variant}-lr{lr:g}-s{seed}', lr, seed, final, max_iters=20)
+    todo = sweep.plan(sweep.SweepConfig(out_root=str(tmp_path)), 'lr')
+    grid = {(v, lr, s) for v in sweep.MAIN for lr in sweep.LEARNING_RATES for s in sweep.SEEDS[:2]}
+    assert set(todo) - grid == {('taper_rms', 0.016, 1337), ('taper_rms', 0.016, 1338)}   # best at the top edge
+    best = sweep.plan(sweep.SweepConfig(out_root=str(tmp_path)), 'best')
+    assert ('taper_rms', 8e-3, 1342) in best and ('layernorm', 4e-3, 1342) in best and len(best) == 24
+
+
+def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(shakespeare_slice, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(sweep, 'MAIN', ('taper_ln',))
+    monkeypatch.setattr(sweep, 'LEARNING_RATES', (3e-3,))
+    monkeypatch.setattr(sweep, 'SEEDS', (7, 8))
+    cfg = sweep.SweepConfig(stage='lr', out_root=str(tmp_path), extra=f"{TINY} --data_root={shakespeare_slice}")
+    # seed 8 ran before and was killed in iteration 25: its checkpoint holds iteration 20, its log runs to 24
+    action, argv = sweep.command(cfg, 'taper_ln', 3e-3, 8)
+    assert action == 'start'
+    real_get_lr = train.get_lr
+
+    def killed_at_25(it, run):
+        if it == 25:
+            raise KeyboardInterrupt
+        return real_get_lr(it, run)
+    monkeypatch.setattr(train, 'get_lr', killed_at_25)
+    with pytest.raises(SystemExit, match='interrupted at iteration 25'):
+        train.train(parse_config(train.TrainConfig, argv[2:]))
+    monkeypatch.setattr(train, 'get_lr', real_get_lr)
+    assert report.load_runs(tmp_path) == [] and sweep.command(cfg, 'taper_ln', 3e-3, 8)[0] == 'resume'
+
+    sweep.main(cfg)                                                   # starts seed 7, resumes seed 8
+    runs = {r['seed']: r for r in report.load_runs(tmp_path)}
+    assert sorted(runs) == [7, 8] and runs[8]['log']['header']['resumed_at'] == 20
+    assert sorted(runs[8]['log']['train']) == [4, 9, 14, 19, 24, 29]     # one record per log_interval of 5
+    assert runs[7]['log']['header']['resumed_at'] is None
+    log = tmp_path / 'taper_ln-lr0.003-s8' / 'log.jsonl'
+    lines = log.read_text().count('\n')
+    sweep.main(cfg)                                                   # everything finished: nothing runs again
+    assert log.read_text().count('\n') == lines

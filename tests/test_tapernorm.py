@@ -113,10 +113,8 @@ def test_calibration_matches_a_hand_computed_ema_ratio(kind):
 
 
 def test_gamma_t_gets_no_gradient_or_update_before_calibration():
-    from train import TrainConfig, configure_optimizer
     m = tiny()
-    opt = configure_optimizer(m, TrainConfig(weight_decay=0.1, max_iters=10, warmup_iters=1, lr_decay_iters=10),
-                              'cpu')
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
     before = [tn.weight_t.detach().clone() for tn in m.taper_norms()]
     x = torch.randint(0, 37, (2, 16))
     m(x, x)[1].backward()

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
-from data.bpe import gpt2_encoding  # noqa: E402
+from data.common import OUTPUTS, gpt2_encoding, publish, temporary  # noqa: E402
 
 PREPARE_ON_DEMAND = False  # a long download: train.py asks you to run this script first
 FORMATS = {'.json': 'json', '.jsonl': 'json', '.parquet': 'parquet', '.txt': 'text'}
@@ -70,14 +70,14 @@ def write(dset, path, shards=1024):
 def prepare(hub_name='openwebtext', files=None, out_dir=HERE, num_proc=8, test_size=0.0005):
     dsets = split(load_source(hub_name, files, num_proc), test_size)  # first: offline, its error says what to do
     enc = gpt2_encoding()
-    os.makedirs(out_dir, exist_ok=True)
     for name, dset in dsets.items():
         if 'text' not in dset.column_names:
             raise ValueError(f"the {name} split has no 'text' column (it has {dset.column_names})")
         tokens = dset.map(tokenize, fn_kwargs=dict(enc=enc), remove_columns=dset.column_names,
                           desc=f'tokenizing {name}', num_proc=num_proc)
-        n = write(tokens, os.path.join(out_dir, f'{name}.bin'))
+        n = write(tokens, temporary(out_dir, f'{name}.bin'))
         print(f"{name}: {len(dset):,} documents, {n:,} tokens")
+    publish(out_dir, OUTPUTS)  # only now: an interrupted run leaves no half-written .bin
 
 
 def main(hub_name, out_dir, doc):
@@ -89,7 +89,7 @@ def main(hub_name, out_dir, doc):
     args = parser.parse_args()
     try:
         prepare(args.hub, args.files, args.out_dir, args.num_proc)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 
 

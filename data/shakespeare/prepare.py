@@ -13,23 +13,26 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
-from data.bpe import gpt2_encoding  # noqa: E402
+from data.common import OUTPUTS, gpt2_encoding, publish, temporary  # noqa: E402
 from data.shakespeare_char.prepare import read_text  # noqa: E402  (one copy of the text, one reader)
 
-PREPARE_ON_DEMAND = True  # small: train.py may run prepare() itself when the .bin files are missing
+PREPARE_ON_DEMAND = True  # small: train.py runs prepare() itself when a file is missing
 
 
 def prepare(src=None, out_dir=HERE):
     text = read_text(src, out_dir)
     n = len(text)
     enc = gpt2_encoding()
-    os.makedirs(out_dir, exist_ok=True)
     for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
         ids = np.array(enc.encode_ordinary(part), dtype=np.uint16)  # encode_ordinary: '<|endoftext|>' is text
-        ids.tofile(os.path.join(out_dir, f'{split}.bin'))
+        ids.tofile(temporary(out_dir, f'{split}.bin'))
         print(f"{split}: {len(ids):,} tokens")
+    publish(out_dir, OUTPUTS)
     print(f"{n:,} characters in GPT-2's BPE, written to {out_dir}")
 
 
 if __name__ == '__main__':
-    prepare(sys.argv[1] if len(sys.argv) > 1 else None)
+    try:
+        prepare(sys.argv[1] if len(sys.argv) > 1 else None)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")

@@ -10,9 +10,13 @@ import sys
 
 import numpy as np
 
-URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 HERE = os.path.dirname(os.path.abspath(__file__))
-PREPARE_ON_DEMAND = True  # small: train.py may run prepare() itself when the .bin files are missing
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
+from data.common import OUTPUTS as BIN_FILES, publish, temporary  # noqa: E402
+
+URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+PREPARE_ON_DEMAND = True  # small: train.py runs prepare() itself when a file is missing
+OUTPUTS = BIN_FILES + ('meta.pkl',)
 
 
 def read_text(src=None, out_dir=HERE):
@@ -33,8 +37,9 @@ def read_text(src=None, out_dir=HERE):
         raise FileNotFoundError(f"could not download tiny Shakespeare from {URL} ({e}). Offline, put the text at "
                                 f"{target} (data/shakespeare reads it too), or pass its path: "
                                 "python data/shakespeare_char/prepare.py PATH (or data/shakespeare/...)") from None
-    with open(target, 'w', encoding='utf-8') as f:
+    with open(temporary(HERE, 'input.txt'), 'w', encoding='utf-8') as f:
         f.write(text)
+    publish(HERE, ['input.txt'])
     return text
 
 
@@ -43,17 +48,19 @@ def prepare(src=None, out_dir=HERE):
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
     n = len(text)
-    splits = {'train': text[:int(n * 0.9)], 'val': text[int(n * 0.9):]}
-    os.makedirs(out_dir, exist_ok=True)
-    for split, part in splits.items():
+    for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
         ids = np.array([stoi[c] for c in part], dtype=np.uint16)
-        ids.tofile(os.path.join(out_dir, f'{split}.bin'))
+        ids.tofile(temporary(out_dir, f'{split}.bin'))
         print(f"{split}: {len(ids):,} tokens")
     meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}
-    with open(os.path.join(out_dir, 'meta.pkl'), 'wb') as f:
+    with open(temporary(out_dir, 'meta.pkl'), 'wb') as f:
         pickle.dump(meta, f)
+    publish(out_dir, OUTPUTS)
     print(f"{n:,} characters, vocabulary of {len(chars)}, written to {out_dir}")
 
 
 if __name__ == '__main__':
-    prepare(sys.argv[1] if len(sys.argv) > 1 else None)
+    try:
+        prepare(sys.argv[1] if len(sys.argv) > 1 else None)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check in one run (issue 6), for a lent card: the suite on CUDA, a real Shakespeare run through the
+# Every GPU check in one run, for a lent card: the suite on CUDA, a real Shakespeare run through the
 # whole gate schedule, its fold, and the full bench.py grid eager and compiled. Results land in $OUT.
-#   OUT=gpu-results bash bench_gpu.sh            # on the GPU machine (about 10 minutes on an H100)
-#   QUICK=1 OUT=/tmp/gpu bash bench_gpu.sh       # a few-minute rehearsal of the same steps (any device)
+#   OUT=gpu-results bash experiments/bench_gpu.sh       # on the GPU machine (about 10 minutes on an H100)
+#   QUICK=1 OUT=/tmp/gpu bash experiments/bench_gpu.sh  # a few-minute rehearsal of the same steps (any device)
 # NANOTAPER_SHARED must hold data/tinyshakespeare.txt (and data/tiktoken_cache) when data/ has no input.txt.
 set -uo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repo
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
 export NANOTAPER_SHARED=${NANOTAPER_SHARED:-$(cd .. && pwd)/shared} PYTHONUNBUFFERED=1
@@ -28,7 +28,7 @@ step() {  # step NAME COMMAND...: run it, keep its whole output in $OUT/NAME.txt
 if [ -n "${QUICK:-}" ]; then
   step tests python -m pytest -q tests/test_cuda.py tests/test_fold.py
   step train python train.py config/taper.py --out_dir="$OUT/taper" --max_iters=200 --lr_decay_iters=200 \
-       --warmup_iters=10 --taper_start=50 --taper_end=150 --eval_interval=100 --eval_iters=5 --log_interval=50
+       --warmup_iters=10 --eval_interval=100 --eval_iters=5 --log_interval=50
   step fold python fold.py --ckpt="$OUT/taper/ckpt.pt"
   step bench python bench.py --quick --compile
 else

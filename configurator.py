@@ -1,0 +1,134 @@
+"""
+Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
+  $ python train.py config/taper.py --batch_size=32 --compile
+A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
+to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
+command line, and each value must fit its field's type (an int is fine for a float).
+Every mistake a user can make is a UserError, which run_main prints as one line, `error: ...`.
+"""
+import ast
+import dataclasses
+import difflib
+import inspect
+import os
+import re
+import sys
+import types
+import typing
+
+
+class UserError(Exception):
+    """Bad input (config, data, checkpoint, option): printed as one line, never as a Traceback."""
+
+
+def coerce(key, value, typ, source):
+    """value as typ: an int is fine for a float, 'true'/'false' for a bool; anything else raises UserError."""
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):  # `int | None`: None, or the other type
+        if value is None or value == 'None':
+            return None
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    if typ is bool and isinstance(value, str) and value.lower() in ('true', 'false'):
+        return value.lower() == 'true'
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is str and not isinstance(value, str):
+        return str(value)  # --out_dir=123 names the folder '123'
+    if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"{source}: {key} must be {typ.__name__}, got {value!r}")
+
+
+def read_file(path, seen=()):
+    """The assignments of a config file, after those of the file it extends."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path!r} not found (give a path such as config/taper.py)")
+    if path in seen:
+        raise UserError(f"{path} extends itself through {' -> '.join(seen)}")
+    namespace = {}
+    with open(path) as f:
+        source = f.read()
+    try:
+        exec(compile(source, path, 'exec'), namespace)  # a private namespace, never our globals
+    except Exception as e:  # a config file is user input: its mistakes are one line too
+        raise UserError(f"{path} does not run as Python: {type(e).__name__}: {e}") from None
+    parent = namespace.pop('extends', None)
+    values = read_file(os.path.join(os.path.dirname(path), parent), seen + (path,)) if parent else {}
+    for key, value in namespace.items():
+        if not key.startswith('_') and not callable(value) and not isinstance(value, types.ModuleType):
+            values[key] = (value, path)
+    return values
+
+
+def read_args(cls, argv):
+    """{key: value} from [config files] [--key=value ...], typed and checked against cls's fields."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    from_files, overrides = {}, {}
+    for arg in argv:
+        if arg in ('-h', '--help'):
+            print(usage(cls))
+            sys.exit(0)
+        if not arg.startswith('--'):
+            from_files.update(read_file(arg))
+            continue
+        key, sep, raw = arg[2:].partition('=')
+        if not sep and hints.get(key) is bool:  # a bare switch: --compile is --compile=True
+            raw = 'True'
+        elif not sep:
+            raise UserError(f"{arg}: overrides take the form --key=value")
+        overrides[key] = (raw if hints.get(key) is str else literal(raw), arg)
+    values = {}
+    for key, (value, source) in {**from_files, **overrides}.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UserError(f"{source}: unknown config key {key!r}{hint}; python {script()} --help lists them")
+        values[key] = coerce(key, value, hints[key], source)
+    return values
+
+
+def literal(text):
+    """'3e-4' -> 0.0003, 'False' -> False, 'cpu' -> 'cpu' (what is not a Python literal stays text)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def make_config(cls, values):
+    """cls(**values); a value its __post_init__ refuses is a UserError."""
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def usage(cls):
+    """--help: every key, its default, and the comment beside it in cls's source."""
+    comments = dict(re.findall(r'^\s+(\w+):[^#\n]*#\s*(.*)$', inspect.getsource(cls), re.M))
+    lines = [f"usage: python {script()} [config.py ...] [--key=value ...]", ""]
+    for f in dataclasses.fields(cls):
+        lines.append(f"  --{f.name}={f.default!r}".ljust(34) + f"  {comments.get(f.name, '')}")
+    return '\n'.join(lines)
+
+
+def script():
+    return os.path.basename(sys.argv[0])
+
+
+def run_main(main, cls, base=None):
+    """`python script.py [config.py] [--key=value]`: parse, then run main(cfg). A UserError anywhere ends the run
+    with its one line; Ctrl-C with one line too. base(values), if given, supplies the values beneath the command
+    line's (a resumed run's own saved config)."""
+    try:
+        values = read_args(cls, sys.argv[1:])
+        return main(make_config(cls, {**(base(values) if base else {}), **values}))
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
+
+
+def parse_config(cls, argv):
+    """cls from [config files] [--key=value ...]: read_args, then make_config (for scripts and tests alike)."""
+    return make_config(cls, read_args(cls, argv))

@@ -1,0 +1,64 @@
+"""Where a run runs: the device, the precision, and what to record about both (train.py, sample.py, bench.py)."""
+import os
+import subprocess
+from contextlib import nullcontext
+
+import torch
+
+from configurator import UserError
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def pick_device(device='auto'):
+    """'auto' is cuda > mps > cpu; a device this machine lacks is a UserError that says so."""
+    if device == 'auto':
+        mps = getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()
+        return 'cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu'
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f"device={device!r}, but this torch ({torch.__version__}) sees no CUDA GPU: use "
+                        "--device=cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
+    if kind == 'mps' and not torch.backends.mps.is_available():
+        raise UserError(f"device={device!r}, but MPS is not available here: use --device=cpu (or auto)")
+    return device
+
+
+def pick_dtype(dtype, device):
+    """'auto' is bfloat16 on CUDA cards that have it, float16 on older ones, float32 elsewhere."""
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        raise UserError(f"dtype={dtype!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    if dtype != 'auto':
+        return dtype
+    if device.startswith('cuda'):
+        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    return 'float32'
+
+
+def autocast(device, dtype):
+    """Mixed precision on CUDA (bf16/fp16 matmuls, fp32 weights); plain float32 everywhere else."""
+    if not device.startswith('cuda') or dtype == 'float32':
+        return nullcontext()
+    return torch.amp.autocast(device_type='cuda', dtype=getattr(torch, dtype))
+
+
+def device_name(device):
+    if device.startswith('cuda'):
+        return torch.cuda.get_device_name(device)
+    return f"{device} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def git_commit():
+    """The checkout's commit, '-dirty' when files differ from it; 'unknown' outside git."""
+    def git(*args):
+        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True)
+    try:
+        head, status = git('rev-parse', '--short', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
+    except OSError:
+        return 'unknown'
+    if head.returncode != 0:
+        return 'unknown'
+    return head.stdout.strip() + ('-dirty' if status.stdout.strip() else '')
