@@ -7,7 +7,7 @@ Time the norm variants side by side: one shape, one device, one process (METHOD.
   none                 the norms deleted outright (norm='none'): the limit, zero norm cost
 Modes: 'last' the logits of the last position after one forward over a prompt (the paper's v1 benchmark),
 'decode' KV-cached greedy decoding (v2), 'train' one training step (forward, backward, AdamW).
-$ python bench.py                  # the default grid: random weights, 33.7M parameters, 8 layers
+$ python bench.py                  # the default grid: random weights (time depends on the shape alone), 33.7M params
 $ python bench.py --compile        # eager, then torch.compile
 $ python bench.py --quick          # a tiny model and grid, a few seconds (tests)
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
@@ -25,8 +25,6 @@ from fold import fold_model
 from model import GPT, GPTConfig, KVCache
 from runtime import autocast, device_name, git_commit, pick_device, pick_dtype
 
-MODES = {'last': 'last-token logits', 'decode': 'KV-cached decoding',
-         'train': 'training step (forward, backward, AdamW)'}
 VARIANTS = {'last': ('layernorm', 'rmsnorm', 'taper', 'folded', 'none'),
             'decode': ('layernorm', 'rmsnorm', 'taper', 'folded', 'none'),
             'train': ('layernorm', 'rmsnorm', 'taper', 'blend', 'none')}
@@ -65,20 +63,18 @@ class BenchConfig:
     quick: bool = False             # a tiny model on a tiny grid, seconds: for tests
 
 
-def resolve(cfg, device):
+def resolve(cfg, cuda):
     """Fill in the quick settings and the device-dependent defaults (the -1s); check the grid fits the context."""
     if cfg.quick:
         cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, batch_sizes='1',
                       seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32, warmup=1,
                       iters=2, repeats=2)
-    cuda = device.startswith('cuda')
     cfg = replace(cfg, warmup=cfg.warmup if cfg.warmup >= 0 else 10 if cuda else 1,
                   iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 1,
                   repeats=cfg.repeats if cfg.repeats > 0 else 5 if cuda else 20,
                   threads=cfg.threads if cfg.threads > 0 else torch.get_num_threads() if cuda else 1)
-    unknown = set(csv(cfg.modes)) - set(MODES)
-    if unknown:
-        raise UserError(f"modes={cfg.modes!r}: choose from {', '.join(MODES)}")
+    if set(csv(cfg.modes)) - set(VARIANTS):
+        raise UserError(f"modes={cfg.modes!r}: choose from {', '.join(VARIANTS)}")
     longest = max(csv(cfg.seq_lens, int) + [cfg.decode_prompt + cfg.decode_tokens, cfg.train_seq])
     if longest > cfg.block_size:
         raise UserError(f"the grid needs {longest} positions but block_size={cfg.block_size}: lower --seq_lens, "
@@ -94,64 +90,50 @@ def csv(text, typ=str):
         raise UserError(f"{text!r} must be a comma-separated list of {typ.__name__}s") from None
 
 
-# ----------------------------------------------------------------------------------------------
-# The variants: one shape, random weights (time does not depend on their values)
-
-def calibrated(model, gate, seed):
-    """A tapered model calibrated on one random batch, its gate set as if trained to that point."""
-    idx = torch.randint(model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(seed))
-    model.train()
-    model(idx, idx)
-    model.update_calibration()
-    model.calibrate()
-    model.set_gate(gate)
-    return model
-
-
-def build_variants(cfg, names):
+def variants(cfg, names):
+    """The models of one mode: one shape, random weights; the tapered ones calibrated on one random batch."""
     shape = GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                       n_embd=cfg.n_embd, bias=cfg.bias, norm=cfg.norm, taper=cfg.taper)
     torch.manual_seed(cfg.seed)
     models = {v: GPT(replace(shape, norm=v, taper='off')) for v in ('layernorm', 'rmsnorm', 'none')}
-    models['taper'] = calibrated(GPT(shape), 0.0, cfg.seed)
+    idx = torch.randint(cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(cfg.seed))
+    for name, gate in [('taper', 0.0), ('blend', 0.5)]:
+        if name not in names:
+            continue
+        models[name] = GPT(shape)
+        models[name](idx, idx)
+        models[name].update_calibration()
+        models[name].calibrate()
+        models[name].set_gate(gate)
     if 'folded' in names:
         models['folded'] = fold_model(models['taper'])
-    if 'blend' in names:
-        models['blend'] = calibrated(GPT(shape), 0.5, cfg.seed)
     return {v: models[v] for v in names}
 
 
-# ----------------------------------------------------------------------------------------------
-# One timed iteration of each mode: step() runs it, `tokens` is what it processes (for tok/s)
-
 def make_step(mode, model, B, T, cfg, device, ctx):
+    """(step, tokens): one timed iteration of the mode, and the tokens it processes."""
     gen = torch.Generator().manual_seed(cfg.seed)      # the same tokens for every variant
     idx = torch.randint(model.config.vocab_size, (B, T), generator=gen).to(device)
     model.train(mode == 'train')
     if mode == 'last':
-        def step():
-            with torch.no_grad():
-                model(idx)                             # (B, 1, V): logits of the last position
-        return step, B * T
+        return torch.no_grad()(lambda: model(idx)), B * T   # logits of the last position, (B, 1, V)
     if mode == 'decode':
-        P, D = T, cfg.decode_tokens
-        cache = KVCache(model.config, B, P + D, device, next(model.parameters()).dtype)
+        cache = KVCache(model.config, B, T + cfg.decode_tokens, device, next(model.parameters()).dtype)
         with torch.no_grad():
             first = model(idx, kv_cache=cache)[0].argmax(-1)  # (B, 1): prefill once, untimed
 
+        @torch.no_grad()
         def step():
-            cache.pos = P                              # decode the same D positions again over the prefilled cache
-            tok = first
-            with torch.no_grad():
-                for _ in range(D):
-                    tok = model(tok, kv_cache=cache)[0].argmax(-1)
-        return step, B * D
+            cache.pos, tok = T, first                  # decode the same positions again over the prefilled cache
+            for _ in range(cfg.decode_tokens):
+                tok = model(tok, kv_cache=cache)[0].argmax(-1)
+        return step, B * cfg.decode_tokens
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device.split(':')[0])
     targets = torch.randint(model.config.vocab_size, (B, T), generator=gen).to(device)
 
     def step():
         with ctx:
-            _, loss, _ = model(idx, targets)
+            loss = model(idx, targets)[1]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -160,23 +142,23 @@ def make_step(mode, model, B, T, cfg, device, ctx):
 
 def clock(step, n, device):
     """Seconds per call, over n calls; on CUDA, events around the queued work (no host-side guesswork)."""
-    if device.startswith('cuda'):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
+    if not device.startswith('cuda'):
+        t0 = time.perf_counter()
         for _ in range(n):
             step()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000 / n
-    t0 = time.perf_counter()
+        return (time.perf_counter() - t0) / n
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
     for _ in range(n):
         step()
-    return (time.perf_counter() - t0) / n
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1000 / n
 
 
 def time_cell(steps, cfg, device):
-    """Warm every variant up, then `repeats` rounds over the variants, each round in a rotated order."""
+    """{variant: [seconds per iteration of each repeat]}: warm-ups, then rounds over the variants, rotated."""
     for step, _ in steps.values():
         for _ in range(cfg.warmup):
             step()
@@ -187,22 +169,9 @@ def time_cell(steps, cfg, device):
     return times
 
 
-# ----------------------------------------------------------------------------------------------
-
-def print_table(title, rows):
-    """rows: {(B, T): (tok_s by variant, ratio by (a, b))}, every row with the same variants and ratios."""
-    tok_s, ratio = next(iter(rows.values()))
-    print(f"\n{title}: tokens/s per variant | ratios of tokens/s")
-    print(f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>10}" for v in tok_s) + " |"
-          + ''.join(f"{a + '/' + SHORT[b]:>12}" for a, b in ratio))
-    for (B, T), (tok_s, ratio) in rows.items():
-        print(f"{B:>3} {T:>4} |" + ''.join(f"{t:>10,.0f}" for t in tok_s.values()) + " |"
-              + ''.join(f"{r:>11.3f}x" for r in ratio.values()))
-
-
 def main(cfg):
     device = pick_device(cfg.device)
-    cfg = resolve(cfg, device)
+    cfg = resolve(cfg, device.startswith('cuda'))
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -214,7 +183,6 @@ def main(cfg):
 def bench(cfg, device):
     dtype_name = pick_dtype(cfg.dtype, device)
     dtype, ctx = getattr(torch, dtype_name), autocast(device, dtype_name)
-    Bs = csv(cfg.batch_sizes, int)
     print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | "
           f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}")
     print(f"time per variant: the minimum of {cfg.repeats} interleaved repeats of {cfg.iters} iteration(s), after "
@@ -225,28 +193,28 @@ def bench(cfg, device):
             names = VARIANTS[mode]
             # CUDA inference runs bf16 weights; training keeps float32 weights under bf16 autocast (as train.py)
             wdtype = dtype if mode != 'train' else torch.float32
-            models = {v: m.to(device=device, dtype=wdtype) for v, m in build_variants(cfg, names).items()}
+            models = {v: m.to(device=device, dtype=wdtype) for v, m in variants(cfg, names).items()}
             params.update({v: m.get_num_params(non_embedding=False) for v, m in models.items()})
             if compiled:  # the variants share GPT.forward's code: give dynamo room for a graph set per variant
                 torch._dynamo.config.recompile_limit = 16 * len(names)
                 models = {v: torch.compile(m) for v, m in models.items()}
-            cells = ([(B, T) for B in Bs for T in csv(cfg.seq_lens, int)] if mode == 'last' else
-                     [(B, cfg.decode_prompt) for B in Bs] if mode == 'decode' else [(cfg.train_batch, cfg.train_seq)])
-            rows = {}
+            cells = ([(B, T) for B in csv(cfg.batch_sizes, int) for T in csv(cfg.seq_lens, int)] if mode == 'last' else
+                     [(B, cfg.decode_prompt) for B in csv(cfg.batch_sizes, int)] if mode == 'decode' else
+                     [(cfg.train_batch, cfg.train_seq)])
+            pairs = [(a, b) for a, b in RATIOS if a in names and b in names]
+            print(f"\n{mode} ({'compiled' if compiled else 'eager'}): tokens/s | ratios of tokens/s\n"
+                  f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>10}" for v in names) + " |"
+                  + ''.join(f"{a + '/' + SHORT[b]:>12}" for a, b in pairs))
             for B, T in cells:
                 steps = {v: make_step(mode, m, B, T, cfg, device, ctx) for v, m in models.items()}
                 times = time_cell(steps, cfg, device)
                 best = {v: min(times[v]) for v in names}
-                tok_s = {v: steps[v][1] / best[v] for v in names}
-                ratio = {(a, b): best[b] / best[a] for a, b in RATIOS if a in names and b in names}
-                rows[(B, T)] = tok_s, ratio
-                results += [dict(mode=mode, compiled=compiled, B=B, T=T, variant=v, tok_s=tok_s[v],
+                results += [dict(mode=mode, compiled=compiled, B=B, T=T, variant=v, tok_s=steps[v][1] / best[v],
                                  ms=1000 * best[v], ms_repeats=[1000 * t for t in times[v]]) for v in names]
-                ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}", value=value)
-                           for (a, b), value in ratio.items()]
-            extra = f" ({cfg.decode_tokens} new tokens after {cfg.decode_prompt})" if mode == 'decode' else ''
-            print_table(f"{MODES[mode]}, {'torch.compile' if compiled else 'eager'}{extra}", rows)
-            del models
+                ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}", value=best[b] / best[a])
+                           for a, b in pairs]
+                print(f"{B:>3} {T:>4} |" + ''.join(f"{steps[v][1] / best[v]:>10,.0f}" for v in names) + " |"
+                      + ''.join(f"{best[b] / best[a]:>11.3f}x" for a, b in pairs))
     print(json.dumps(dict(bench='nanotaper', device=device_name(device), torch=torch.__version__, commit=git_commit(),
                           dtype=dtype_name, estimator='min', config=asdict(cfg), params=params, results=results,
                           ratios=ratios)))

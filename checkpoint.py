@@ -1,7 +1,7 @@
 """
 Checkpoints hold tensors and plain dicts only, so torch.load(weights_only=True) reads them and no code runs on load.
-They are written to a temporary file and renamed, so a crash leaves the last good one whole. load_checkpoint is
-the one reader (train.py's resume, fold.py, sample.py): whatever is wrong with a file, it says so in one line.
+Each is written to a temporary file and renamed: a crash leaves the last good one whole. load_checkpoint is the one
+reader (train.py's resume, fold.py, sample.py): whatever is wrong with a file, it says so in one line.
 """
 import os
 import re
@@ -16,7 +16,6 @@ KIND = 'nanotaper'  # written into every checkpoint; anything else is refused on
 
 
 def save_checkpoint(obj, path):
-    """Write to a temporary file beside path, then rename: a crash leaves the old file whole."""
     tmp = f"{path}.tmp"
     with open(tmp, 'wb') as f:
         torch.save(obj, f)
@@ -26,8 +25,8 @@ def save_checkpoint(obj, path):
 
 
 def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
-    """The checkpoint at path as a dict holding at least the keys in need, or a UserError naming the file.
-    mmap=True maps the tensors instead of reading them: cheap when only the plain entries are wanted."""
+    """The checkpoint at path, a dict holding at least the keys in need; mmap=True maps its tensors rather than
+    reading them (cheap when only the plain entries are wanted)."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}: train one first (python train.py config/taper.py), or give "
@@ -38,12 +37,11 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
         with warnings.catch_warnings():  # torch warns about some foreign files before refusing them
             warnings.simplefilter('ignore')
             ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
-    except Exception as e:  # torch.load raises many types; each is a file we cannot use
-        code = re.search(r'GLOBAL (\S+)', str(e))
-        if code:  # weights_only refused to import a Python object: never load such a file
-            raise UserError(f"{path} holds a {code.group(1)} object, which only code could rebuild: "
-                            "nanotaper checkpoints hold tensors and plain dicts, so this file is not ours "
-                            "and is not safe to load") from None
+    except Exception as e:  # torch.load raises many types; each means a file we cannot use
+        code = re.search(r'GLOBAL (\S+)', str(e))  # weights_only refused to import a Python object
+        if code:
+            raise UserError(f"{path} holds a {code.group(1)} object, which only code could rebuild: nanotaper "
+                            "checkpoints hold tensors and plain dicts, so this file is not ours and not safe to load")
         raise UserError(f"{path} is not a readable torch checkpoint (truncated or another format: "
                         f"{type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get('kind') != KIND:
@@ -57,7 +55,7 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
 
 
 def load_model(path, device='cpu', need=('model_args', 'model')):
-    """(model, checkpoint dict) from path; a model that does not fit its own weights is a UserError too."""
+    """(model, checkpoint) from path; a model that does not fit its own weights is a UserError too."""
     ckpt = load_checkpoint(path, need)
     try:
         model = GPT.from_checkpoint(ckpt)

@@ -83,43 +83,34 @@ def fold_model(model):
     return folded.train(model.training)
 
 
-def check_batch(ckpt, cfg):
-    """(tokens (B, T), where they come from): the start of the run's val.bin, else random tokens (said so)."""
-    run = ckpt.get('config') or {}
-    T, V = ckpt['model_args']['block_size'], ckpt['model_args']['vocab_size']
-    path = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''), 'val.bin')
-    if os.path.isfile(path) and os.path.getsize(path) >= 2 * cfg.batch_size * T:
-        x = np.fromfile(path, dtype=np.uint16, count=cfg.batch_size * T).astype(np.int64)
-        return torch.from_numpy(x).view(cfg.batch_size, T), f"{cfg.batch_size} x {T} tokens of {path}"
-    x = torch.randint(V, (cfg.batch_size, T), generator=torch.Generator().manual_seed(cfg.seed))
-    return x, f"{cfg.batch_size} x {T} random tokens (note: no {path} here, so not a real batch)"
-
-
 def main(cfg):
     model, ckpt = load_model(cfg.ckpt)
-    model.eval()
-    if model.config.norm == 'none':  # not an error: the model is norm-free as it stands
-        print(f"{cfg.ckpt}: {fold_refusal(model)}; sample.py and bench.py take it as it is")
-        return None
     reason = fold_refusal(model)
+    if model.config.norm == 'none':  # not an error: the model is norm-free as it stands
+        print(f"{cfg.ckpt}: {reason}; sample.py and bench.py take it as it is")
+        return None
     if reason and model.config.taper != 'off' and model.gate.item() > 0:
         reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')} and its run tapers until iteration "
                    f"{(ckpt.get('config') or {}).get('taper_end')}: continue it with python train.py "
                    f"--init_from=resume --out_dir={os.path.dirname(cfg.ckpt) or '.'})")
     if reason:
         raise UserError(f"cannot fold {cfg.ckpt}: {reason}")
-    folded = fold_model(model)
+    folded = fold_model(model.eval())
 
-    # the check: logits of both models on the same tokens; the loss needs targets, so x predicts itself shifted
-    x, source = check_batch(ckpt, cfg)
-    x, y = x[:, :-1], x[:, 1:].contiguous()
-    logits, _, parts = model(x, y)
-    logits_f, _, parts_f = folded(x, y)
+    # the check: both models on the same tokens, the start of the run's val.bin if it is here, else random ones
+    run, T = ckpt.get('config') or {}, model.config.block_size
+    val = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''), 'val.bin')
+    if os.path.isfile(val) and os.path.getsize(val) >= 2 * cfg.batch_size * T:  # uint16: 2 bytes a token
+        x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)), val
+    else:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x, source = torch.randint(model.config.vocab_size, (cfg.batch_size * T,), generator=gen), "random tokens"
+    x, y = x.view(cfg.batch_size, T)[:, :-1], x.view(cfg.batch_size, T)[:, 1:].contiguous()
+    (logits, _, parts), (logits_f, _, parts_f) = model(x, y), folded(x, y)
     print(f"folded {len(model.taper_norms())} TaperNorms: {model.get_num_params():,} -> {folded.get_num_params():,} "
-          f"parameters; on {source}:")
+          f"parameters; on {cfg.batch_size} x {T} tokens ({source}):")
     print(f"  max |logit difference| {(logits - logits_f).abs().max().item():.3e} (logits up to "
           f"{logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")
-
     out = cfg.out or os.path.join(os.path.dirname(cfg.ckpt), 'ckpt_folded.pt')
     save_checkpoint(dict(kind=KIND, model_args=asdict(folded.config), model=folded.state_dict(),
                          config=ckpt.get('config'), iter_num=ckpt.get('iter_num'), folded_from=cfg.ckpt), out)

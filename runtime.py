@@ -12,18 +12,16 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 
 def pick_device(device='auto'):
     """'auto' is cuda > mps > cpu; a device this machine lacks is a UserError that says so."""
+    mps = getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()
     if device == 'auto':
-        mps = getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()
         return 'cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu'
     try:
         kind = torch.device(device).type
     except RuntimeError:
         raise UserError(f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
-    if kind == 'cuda' and not torch.cuda.is_available():
-        raise UserError(f"device={device!r}, but this torch ({torch.__version__}) sees no CUDA GPU: use "
-                        "--device=cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
-    if kind == 'mps' and not torch.backends.mps.is_available():
-        raise UserError(f"device={device!r}, but MPS is not available here: use --device=cpu (or auto)")
+    if (kind == 'cuda' and not torch.cuda.is_available()) or (kind == 'mps' and not mps):
+        raise UserError(f"device={device!r}, but this torch ({torch.__version__}) sees no {kind.upper()} device "
+                        "here: use --device=cpu (or auto), or a torch build and machine that have one")
     return device
 
 
@@ -31,11 +29,9 @@ def pick_dtype(dtype, device):
     """'auto' is bfloat16 on CUDA cards that have it, float16 on older ones, float32 elsewhere."""
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UserError(f"dtype={dtype!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
-    if dtype != 'auto':
-        return dtype
-    if device.startswith('cuda'):
-        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-    return 'float32'
+    if dtype != 'auto' or not device.startswith('cuda'):
+        return 'float32' if dtype == 'auto' else dtype
+    return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 
 
 def autocast(device, dtype):
@@ -52,13 +48,11 @@ def device_name(device):
 
 
 def git_commit():
-    """The checkout's commit, '-dirty' when files differ from it; 'unknown' outside git."""
+    """The checkout's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
     def git(*args):
-        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True)
+        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
     try:
-        head, status = git('rev-parse', '--short', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
+        head = git('rev-parse', '--short', 'HEAD')
+        return head + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '') if head else 'unknown'
     except OSError:
         return 'unknown'
-    if head.returncode != 0:
-        return 'unknown'
-    return head.stdout.strip() + ('-dirty' if status.stdout.strip() else '')

@@ -47,9 +47,9 @@ class SampleConfig:
 def load_codec(ckpt):
     """(encode, decode) for the checkpoint's data: the character vocabulary in its meta.pkl, else GPT-2 BPE."""
     run = ckpt.get('config') or {}
-    data_dir = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''))
-    for path in (os.path.join(data_dir, 'meta.pkl'), os.path.join(REPO, data_dir, 'meta.pkl')):
-        if os.path.isfile(path):  # data_root is relative to where training ran: here, or the repo
+    meta = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''), 'meta.pkl')
+    for path in (meta, os.path.join(REPO, meta)):  # data_root is relative to where training ran: here, or the repo
+        if os.path.isfile(path):
             with open(path, 'rb') as f:
                 meta = pickle.load(f)
             stoi, itos = meta['stoi'], meta['itos']
@@ -61,11 +61,12 @@ def load_codec(ckpt):
                                     f"of {path}: {', '.join(repr(ch) for ch in unknown)}")
                 return [stoi[ch] for ch in text]
             return encode, lambda ids: ''.join(itos[i] for i in ids)
-    from data.common import gpt2_encoding
+    import tiktoken
     try:
-        enc = gpt2_encoding()
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
+        enc = tiktoken.get_encoding('gpt2')
+    except OSError as e:  # offline, and no cached copy of its two files
+        raise UserError(f"could not fetch GPT-2's BPE files for tiktoken ({type(e).__name__}); offline, set "
+                        "TIKTOKEN_CACHE_DIR to a folder holding them") from None
     return lambda text: enc.encode(text, allowed_special={'<|endoftext|>'}), enc.decode
 
 
@@ -93,17 +94,14 @@ def main(cfg):
     c = model.config
     print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={c.norm}, taper={c.taper}, "
           f"gate={model.gate.item():.3g}, folded={c.folded}, kv cache={cfg.use_cache}")
-
     torch.manual_seed(cfg.seed)
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
     samples = []
     with torch.no_grad(), ctx:
         for _ in range(cfg.num_samples):
-            y = model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                               top_p=cfg.top_p, use_cache=cfg.use_cache)
+            y = model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache)
             samples.append(decode(y[0].tolist()))
-            print(samples[-1])
-            print('---------------')
+            print(samples[-1] + '\n---------------')
     return samples
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import runpy
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -57,14 +58,13 @@ class TrainConfig:
     taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
     anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
     anchor_target: float = 0.0           # a fixed s_tgt; 0 calibrates it at taper_start
-    # AdamW
+    # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
     learning_rate: float = 6e-4          # the peak learning rate
     max_iters: int = 600000              # optimizer steps, exactly
     weight_decay: float = 1e-1           # on matrices only
     beta1: float = 0.9                   # AdamW's first-moment decay
     beta2: float = 0.95                  # AdamW's second-moment decay
     grad_clip: float = 1.0               # clip the gradient norm at this value; 0 disables clipping
-    # learning rate: linear warmup, then cosine down to min_lr
     decay_lr: bool = True                # False keeps learning_rate throughout
     warmup_iters: int = 2000             # iterations of linear warmup
     lr_decay_iters: int = 600000         # iteration where the cosine reaches min_lr
@@ -77,10 +77,9 @@ class TrainConfig:
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
     compile: bool = False                # torch.compile the model
     seed: int = 1337                     # weights, batches and dropout all follow from it
-    backend: str = 'nccl'                # DDP backend: 'nccl' on GPUs, 'gloo' on CPUs
 
     def __post_init__(self):
-        if self.taper_start is None:  # measured on the main job: calibrating earlier diverges (METHOD.md §4)
+        if self.taper_start is None:  # measured on the main job: calibrating much earlier diverges (METHOD.md §4)
             self.taper_start = max(self.warmup_iters if self.decay_lr else 0, round(0.2 * self.max_iters))
         if self.taper_end is None:
             self.taper_end = max(self.taper_start + 1, round(0.5 * self.max_iters))
@@ -93,22 +92,22 @@ def validate(cfg):
                 'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    if cfg.max_iters < 0 or cfg.warmup_iters < 0:
-        raise ValueError("max_iters and warmup_iters must be >= 0")
-    if cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
-        raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout={cfg.dropout} must lie in [0, 1)")
-    if cfg.init_from not in ('scratch', 'resume') and not cfg.init_from.startswith('gpt2'):
-        raise ValueError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'")
-    if cfg.init_from.startswith('gpt2') and cfg.norm != 'layernorm':
-        raise ValueError(f"GPT-2's weights come with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
-    if cfg.init_path is not None and not cfg.init_from.startswith('gpt2'):
-        raise ValueError(f"init_path is read only with init_from='gpt2*', not init_from={cfg.init_from!r}")
-    if calibrates(cfg) and not cfg.eval_only and not 0 <= cfg.taper_start < cfg.taper_end <= cfg.max_iters:
-        raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start="
-                         f"{cfg.taper_start}, taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set --taper_start "
-                         "and --taper_end inside the run, or leave both out for the defaults")
+    gpt2 = cfg.init_from.startswith('gpt2')
+    for bad, why in [
+            (cfg.max_iters < 0 or cfg.warmup_iters < 0, "max_iters and warmup_iters must be >= 0"),
+            (cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters,
+             f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}"),
+            (not 0.0 <= cfg.dropout < 1.0, f"dropout={cfg.dropout} must lie in [0, 1)"),
+            (cfg.init_from not in ('scratch', 'resume') and not gpt2,
+             f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'"),
+            (gpt2 and cfg.norm != 'layernorm', f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs "
+                                               "norm='layernorm'"),
+            (calibrates(cfg) and not cfg.eval_only and not 0 <= cfg.taper_start < cfg.taper_end <= cfg.max_iters,
+             f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={cfg.taper_start}, "
+             f"taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set --taper_start and --taper_end inside the "
+             "run, or leave both out for the defaults")]:
+        if bad:
+            raise ValueError(why)
     model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
 
 
@@ -174,7 +173,7 @@ def prepare_data(cfg):
     """The dataset's folder once it holds every file it should; Shakespeare is small enough to prepare here."""
     data_dir = os.path.join(cfg.data_root, cfg.dataset)
     script = os.path.join(REPO, 'data', cfg.dataset, 'prepare.py')
-    prepare = run_path(script) if os.path.isfile(script) else {}
+    prepare = runpy.run_path(script) if os.path.isfile(script) else {}
     needed = [os.path.join(data_dir, name) for name in prepare.get('OUTPUTS', ('train.bin', 'val.bin'))]
     missing = [p for p in needed if not os.path.isfile(p) or os.path.getsize(p) == 0]
     if missing and not prepare.get('PREPARE_ON_DEMAND'):
@@ -186,11 +185,6 @@ def prepare_data(cfg):
         except OSError as e:  # offline with no local copy of the text, most often; the message says what to do
             raise UserError(str(e)) from None
     return data_dir
-
-
-def run_path(script):
-    import runpy
-    return runpy.run_path(script)
 
 
 def read_vocab_size(data_dir):
@@ -228,8 +222,7 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
         for k in range(cfg.eval_iters):
             X, Y = get_batch(data_dir, split, cfg.batch_size, cfg.block_size, gen, device)
             with ctx:
-                _, _, parts = model(X, Y)
-            losses[k] = parts['ce'].item()
+                losses[k] = model(X, Y)[2]['ce'].item()
         out[split] = losses.mean().item()
     model.train()
     return out
@@ -239,13 +232,13 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
 # Setup: processes, the model, the log
 
 def setup_processes(cfg):
-    """(ddp, rank, world_size, device): one process per GPU under torchrun, else one process."""
+    """(ddp, rank, world_size, device): one process per GPU under torchrun (CPU processes without GPUs), else one."""
     if int(os.environ.get('RANK', -1)) == -1:
         return False, 0, 1, pick_device(cfg.device)
-    init_process_group(backend=cfg.backend)
+    init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-    device = f'cuda:{local_rank}' if cfg.backend == 'nccl' else 'cpu'
-    if device.startswith('cuda'):
+    device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+    if device != 'cpu':
         torch.cuda.set_device(device)
     if cfg.gradient_accumulation_steps % world_size != 0:
         raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
@@ -258,20 +251,20 @@ def init_model(cfg, data_dir):
     if cfg.init_from == 'resume':
         path = os.path.join(cfg.out_dir, 'ckpt.pt')
         return load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss'))
-    if cfg.init_from.startswith('gpt2'):  # GPT-2's shape and weights; the norm choice and dropout are cfg's
-        override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
-                        anchor_target=cfg.anchor_target)
-        try:
-            model = GPT.from_pretrained(cfg.init_from, override, local_path=cfg.init_path)
-        except OSError as e:
-            raise UserError(f"{e}; offline, give --init_path: a save_pretrained folder of {cfg.init_from}, or "
-                            "its model.safetensors with config.json beside it") from None
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        if cfg.block_size > model.config.block_size:
-            raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
-        return model, None
-    return GPT(model_config(cfg, read_vocab_size(data_dir))), None
+    if not cfg.init_from.startswith('gpt2'):
+        return GPT(model_config(cfg, read_vocab_size(data_dir))), None
+    override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
+                    anchor_target=cfg.anchor_target)  # GPT-2 fixes the shape; the taper and dropout are the run's
+    try:
+        model = GPT.from_pretrained(cfg.init_from, override, local_path=cfg.init_path)
+    except OSError as e:
+        raise UserError(f"{e}; offline, give --init_path: a save_pretrained folder of {cfg.init_from}, or its "
+                        "model.safetensors with config.json beside it") from None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if cfg.block_size > model.config.block_size:
+        raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
+    return model, None
 
 
 def open_log(cfg, resumed_at, **header):
@@ -281,7 +274,6 @@ def open_log(cfg, resumed_at, **header):
     with open(path, 'a' if resumed_at is not None else 'w') as f:
         f.write(json.dumps(dict(kind='header', commit=git_commit(), torch=torch.__version__, resumed_at=resumed_at,
                                 config=asdict(cfg), **header)) + '\n')
-    wandb = None
     if cfg.wandb_log:
         try:
             import wandb
@@ -292,7 +284,7 @@ def open_log(cfg, resumed_at, **header):
     def write(rec):
         with open(path, 'a') as f:
             f.write(json.dumps(rec) + '\n')
-        if wandb:
+        if cfg.wandb_log:
             wandb.log(rec)
     return write
 
@@ -310,16 +302,14 @@ def log_line(rec, max_iters):
 def train(cfg):
     """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate, wall time)."""
     ddp, rank, world_size, device = setup_processes(cfg)
-    master = rank == 0
-    accum_steps = cfg.gradient_accumulation_steps // world_size
+    master, accum_steps = rank == 0, cfg.gradient_accumulation_steps // world_size
     dtype = pick_dtype(cfg.dtype, device)
     ctx = autocast(device, dtype)
-    tokens_per_iter = accum_steps * world_size * cfg.batch_size * cfg.block_size
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if master:
         os.makedirs(cfg.out_dir, exist_ok=True)
-        print(f"tokens per iteration: {tokens_per_iter:,} ({device}, {dtype})")
+        print(f"tokens per iteration: {cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size:,} "
+              f"({device}, {dtype})")
     data_dir = prepare_data(cfg) if master else os.path.join(cfg.data_root, cfg.dataset)
     if ddp:
         barrier()  # the other ranks wait while rank 0 prepares
@@ -327,48 +317,44 @@ def train(cfg):
     # the model, its optimizer and the mixed-precision scaler: fresh, or exactly as the checkpoint left them
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model, ckpt = init_model(cfg, data_dir)
-    model.to(device)
     device_type = device.split(':')[0]
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
+    optimizer = model.to(device).configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                                      device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    iter_num, best_val_loss = 0, float('inf')
-    if ckpt is not None:
+    iter_num, best_val_loss = (ckpt['iter_num'], ckpt['best_val_loss']) if ckpt else (0, float('inf'))
+    if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
-        iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     del ckpt  # free the memory
-    gptconf = model.config
+    raw_model, gptconf = model, model.config  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
     if master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}")
-
-    raw_model = model  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
     if cfg.compile:
         model = torch.compile(model)
     if ddp:  # gamma_t is unused before calibration and gamma at g = 0: DDP must expect unused parameters
         model = DDP(model, device_ids=[device] if device_type == 'cuda' else None,
                     find_unused_parameters=gptconf.taper != 'off')
-    ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
+    resumed_at = iter_num if cfg.init_from == 'resume' else None
+    ckpt_path, saved_at = os.path.join(cfg.out_dir, 'ckpt.pt'), resumed_at
     if master:
-        write_log = open_log(cfg, iter_num if cfg.init_from == 'resume' else None, device=device_name(device),
-                             dtype=dtype, world_size=world_size, model_args=asdict(gptconf))
+        write_log = open_log(cfg, resumed_at, device=device_name(device), dtype=dtype, world_size=world_size,
+                             model_args=asdict(gptconf))
 
     # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
     # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
-    summary, t_start, saved_at = dict(evals=[]), time.time(), iter_num if cfg.init_from == 'resume' else None
-    last, parts_sum, loss_sum = dict(t=time.time(), iter=iter_num), None, None
+    summary, t_start = dict(evals=[]), time.time()
+    last, parts_sum = dict(t=time.time(), iter=iter_num), {}
     try:
         while True:
             if gptconf.taper != 'off':  # a model with nothing to taper keeps g = 1 (its gate is unused)
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
-                losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
-                gate = raw_model.gate.item()
+                losses, gate = estimate_loss(raw_model, cfg, data_dir, device, ctx), raw_model.gate.item()
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"gate {gate:.3f}")
                 write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'], gate=gate))
                 summary['evals'].append(dict(iter=iter_num, **losses))
-                is_best = losses['val'] < best_val_loss
-                best_val_loss = min(best_val_loss, losses['val'])
+                is_best, best_val_loss = losses['val'] < best_val_loss, min(best_val_loss, losses['val'])
                 if (is_best or cfg.always_save_checkpoint) and iter_num > 0 and not cfg.eval_only:
                     save_checkpoint(dict(kind=KIND, model_args=asdict(gptconf), model=raw_model.state_dict(),
                                          optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
@@ -392,11 +378,10 @@ def train(cfg):
                     model.require_backward_grad_sync = micro_step == accum_steps - 1
                 with ctx:
                     _, loss, parts = model(X, Y)
-                    # the gradients of the micro-steps add up, so each loss is scaled to give their mean
-                    loss = loss / accum_steps
-                scaler.scale(loss).backward()
-                parts_sum = {k: v / accum_steps + (parts_sum[k] if parts_sum else 0) for k, v in parts.items()}
-                loss_sum = loss.detach() + (loss_sum if loss_sum is not None else 0)
+                for k, v in dict(parts, loss=loss.detach()).items():  # the log shows the means over micro-steps
+                    parts_sum[k] = parts_sum.get(k, 0) + v / accum_steps
+                # the gradients of the micro-steps add up, so each loss is scaled to give their mean
+                scaler.scale(loss / accum_steps).backward()
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -410,13 +395,10 @@ def train(cfg):
 
             # log the mean over the iterations since the last line (the .item() calls sync the device)
             if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
-                n = iter_num - last['iter']
-                dt = (time.time() - last['t']) / max(n, 1)
-                rec = dict(kind='train', iter=iter_num - 1, loss=loss_sum.item() / n, gate=raw_model.gate.item(),
-                           lr=lr, ms=dt * 1000, tok_s=tokens_per_iter / dt,
+                n, dt = iter_num - last['iter'], time.time() - last['t']
+                rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
-                parts_sum, loss_sum = None, None
-                last.update(t=time.time(), iter=iter_num)
+                parts_sum, last = {}, dict(t=time.time(), iter=iter_num)
                 if master:
                     print(log_line(rec, cfg.max_iters))
                     write_log(rec)

@@ -33,7 +33,7 @@ def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
     # (gamma_t unused), calibrates, step 1 at g = 0.5 (gamma_t used). No lr decay or clipping: AdamW's first
     # step is ~lr * sign(grad), so a large lr makes any gradient that differs show in the weights.
     args = [f'--data_root={tmp_path}', '--dataset=synth', f'--out_dir={tmp_path / "out"}', '--device=cpu',
-            '--backend=gloo', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16',
+            '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16',
             '--batch_size=2', f'--gradient_accumulation_steps={2 * WORLD}', '--max_iters=2', '--taper=all',
             '--anchor_lambda=0.1', '--taper_start=0', '--taper_end=2', '--eval_interval=2', '--eval_iters=1',
             '--decay_lr=False', '--learning_rate=1e-2', '--grad_clip=0', '--log_interval=1']
