@@ -39,20 +39,17 @@ class GPTConfig:
     folded: bool = False        # tapered norms were folded into the next Linear (§7)
 
     def __post_init__(self):
-        if self.norm not in NORMS:
-            raise ValueError(f"norm={self.norm!r} is not one of {NORMS}")
-        if self.taper not in TAPERS:
-            raise ValueError(f"taper={self.taper!r} is not one of {TAPERS}")
-        if self.taper != 'off' and self.norm == 'none':
-            raise ValueError("taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'")
-        if self.folded and self.taper == 'off':
-            raise ValueError("folded=True describes a tapered model: it needs taper='internal' or 'all'")
-        if self.gelu not in ('none', 'tanh'):
-            raise ValueError(f"gelu={self.gelu!r} must be 'none' (exact) or 'tanh'")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        if self.anchor_lambda < 0 or self.anchor_target < 0:
-            raise ValueError("anchor_lambda and anchor_target must be >= 0")
+        for bad, why in [
+                (self.norm not in NORMS, f"norm={self.norm!r} is not one of {NORMS}"),
+                (self.taper not in TAPERS, f"taper={self.taper!r} is not one of {TAPERS}"),
+                (self.taper != 'off' and self.norm == 'none',
+                 "taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'"),
+                (self.folded and self.taper == 'off', "folded=True describes a model with taper='internal' or 'all'"),
+                (self.gelu not in ('none', 'tanh'), f"gelu={self.gelu!r} must be 'none' (exact) or 'tanh'"),
+                (self.n_embd % self.n_head, f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}"),
+                (self.anchor_lambda < 0 or self.anchor_target < 0, "anchor_lambda and anchor_target must be >= 0")]:
+            if bad:
+                raise ValueError(why)
 
 
 def per_token_scale(h, kind, eps):
@@ -396,49 +393,36 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, model_type, override_args=None, local_path=None):
         """
-        OpenAI's GPT-2 in this GPT, with any taper: a TaperNorm starts as exactly the LayerNorm it stands in for
-        (g = 1), and gamma_t stays ones until calibrate() copies gamma. model_type: 'gpt2', 'gpt2-medium',
-        'gpt2-large' or 'gpt2-xl', downloaded with `transformers` (an optional dependency), unless local_path names
-        a save_pretrained directory or a .safetensors / .bin file (its shape from a config.json beside it, else
-        model_type's). override_args sets the GPTConfig fields the checkpoint leaves open (dropout, taper, anchor_*):
-        the shape is the checkpoint's, the norms LayerNorms, the GELU GPT-2's tanh approximation ('gelu_new').
+        OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') in this GPT, through `transformers` (an
+        optional dependency): from the Hub, or from local_path, a save_pretrained folder or one .safetensors / .bin
+        file with the folder's config.json beside it. Any taper: a TaperNorm starts as exactly the LayerNorm it
+        replaces (g = 1). override_args sets what the weights leave open (dropout, taper, anchor_*).
         """
-        import json
         import os
-        shapes = {'gpt2': dict(n_layer=12, n_head=12, n_embd=768),          # 124M params
-                  'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
-                  'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),   # 774M
-                  'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600)}      # 1558M
-        if model_type not in shapes:
-            raise ValueError(f"model_type={model_type!r} is not one of {list(shapes)}")
+        from transformers import GPT2Config, GPT2LMHeadModel
+        if model_type not in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'):
+            raise ValueError(f"model_type={model_type!r} is not one of gpt2, gpt2-medium, gpt2-large, gpt2-xl")
         if local_path is not None and not os.path.exists(local_path):  # else transformers reads it as a Hub name
             raise FileNotFoundError(f"no GPT-2 weights at {local_path!r}")
-        hf_config = None
-        if local_path is not None and os.path.isfile(local_path):  # bare weights
-            if local_path.endswith('.safetensors'):
-                from safetensors.torch import load_file
-                sd = load_file(local_path)
-            else:
-                sd = torch.load(local_path, map_location='cpu', weights_only=True)
-            config_path = os.path.join(os.path.dirname(local_path), 'config.json')
-            if os.path.isfile(config_path):
-                with open(config_path) as f:
-                    hf_config = json.load(f)
-        else:  # the Hub, or a local save_pretrained directory
-            from transformers import GPT2LMHeadModel
-            try:
+        try:
+            if local_path is not None and os.path.isfile(local_path):  # one weights file, its config beside it
+                hf_config = GPT2Config.from_pretrained(os.path.dirname(local_path) or '.')
+                if local_path.endswith('.safetensors'):
+                    from safetensors.torch import load_file
+                    sd = load_file(local_path)
+                else:
+                    sd = torch.load(local_path, map_location='cpu', weights_only=True)
+            else:  # the Hub, or a save_pretrained folder
                 hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
-            except OSError as e:  # offline, most often: the caller says how to give the weights locally
-                raise OSError(f"could not load {model_type!r} through transformers ({' '.join(str(e).split())[:200]})")
-            sd, hf_config = hf.state_dict(), hf.config.to_dict()
-        args = dict(shapes[model_type], vocab_size=50257, block_size=1024, bias=True, gelu='tanh')
-        if hf_config is not None:
-            if hf_config['activation_function'] not in ('gelu', 'gelu_new'):
-                raise ValueError(f"activation {hf_config['activation_function']!r}: this GPT's MLP computes GELU")
-            args = dict(n_layer=hf_config['n_layer'], n_head=hf_config['n_head'], n_embd=hf_config['n_embd'],
-                        vocab_size=hf_config['vocab_size'], block_size=hf_config['n_positions'], bias=True,
-                        norm_eps=hf_config['layer_norm_epsilon'],
-                        gelu='tanh' if hf_config['activation_function'] == 'gelu_new' else 'none')
+                sd, hf_config = hf.state_dict(), hf.config
+        except OSError as e:  # offline, most often: the caller says how to give the weights locally
+            raise OSError(f"could not load {model_type!r} through transformers ({' '.join(str(e).split())[:200]})")
+        if hf_config.activation_function not in ('gelu', 'gelu_new'):
+            raise ValueError(f"activation {hf_config.activation_function!r}: this GPT's MLP computes GELU")
+        args = dict(n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd, bias=True,
+                    vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions,
+                    norm_eps=hf_config.layer_norm_epsilon,
+                    gelu='tanh' if hf_config.activation_function == 'gelu_new' else 'none')  # GPT-2's own GELU
         override_args = dict(override_args or {})
         if override_args.pop('norm', 'layernorm') != 'layernorm' or set(override_args) & set(args):
             raise ValueError(f"GPT-2 fixes norm='layernorm' and {sorted(args)}; override_args sets only the rest")
