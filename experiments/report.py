@@ -76,7 +76,8 @@ def group(runs, *keys):
 
 def best_rates(runs):
     """{variant: the learning rate with the lowest mean final val loss over its seeds}"""
-    means = {key: statistics.fmean(r['val_loss'] for r in rs) for key, rs in group(runs, 'variant', 'learning_rate').items()}
+    runs_at = group(runs, 'variant', 'learning_rate')
+    means = {key: statistics.fmean(r['val_loss'] for r in rs) for key, rs in runs_at.items()}
     best = {}
     for (variant, lr), mean in sorted(means.items()):
         if variant not in best or mean < means[(variant, best[variant])]:

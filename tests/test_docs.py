@@ -1,0 +1,49 @@
+"""The repo reads on its own and its docs stay true: no reference leaves it, every §n the code cites exists in
+METHOD.md, and the README quotes the line counts that experiments/lines.py measures."""
+import os
+import re
+import subprocess
+
+from conftest import REPO
+
+import lines
+
+
+def tracked(*patterns):
+    out = subprocess.run(['git', 'ls-files', *patterns], cwd=REPO, capture_output=True, text=True).stdout.split()
+    return [f for f in out if os.path.isfile(os.path.join(REPO, f))]
+
+
+def read(path):
+    with open(os.path.join(REPO, path), encoding='utf-8') as f:
+        return f.read()
+
+
+def test_no_reference_leaves_the_repo():
+    for path in tracked('*.py', '*.md', 'config/*', 'experiments/*'):
+        if path.startswith(('tests/', '.ci/')):
+            continue  # tests and CI read the shared data through NANOTAPER_SHARED
+        text = read(path)
+        for pattern in (r'\.\./shared', r'PAPER\.md', r'\bissue \d+', r'the issue \d'):
+            assert not re.search(pattern, text, re.I), (path, pattern)
+
+
+def test_every_section_the_code_cites_is_in_method_md():
+    sections = set(re.findall(r'^## §(\d+)', read('METHOD.md'), re.M))
+    cited = {(path, n) for path in tracked('*.py', 'config/*') for n in re.findall(r'§(\d+)', read(path))}
+    assert cited and all(n in sections for _, n in cited), sorted((p, n) for p, n in cited if n not in sections)
+
+
+def test_the_readme_quotes_the_measured_line_counts():
+    sizes, path = lines.figures()
+    readme = read('README.md')
+    assert f"is {sizes['reading path']:,} lines" in readme and f"tests/` {sizes['python outside tests']:,} lines" \
+        in readme, sizes
+    assert sizes['README.md'] <= lines.BUDGET['README.md']
+    assert {'model.py', 'train.py', 'configurator.py', 'checkpoint.py', 'runtime.py'} <= set(path)
+
+
+def test_no_line_over_120_characters():
+    for path in tracked('*.py'):
+        for number, line in enumerate(read(path).splitlines(), 1):
+            assert len(line) <= 120, f"{path}:{number} is {len(line)} characters"
