@@ -59,3 +59,16 @@ def assert_one_error_line(result, *words):
     for word in words:
         assert word in err, err
     return err
+
+
+def stop_training_at(monkeypatch, iteration, error):
+    """Make train.py raise `error` as iteration `iteration` begins: a crash, or Ctrl-C, at a chosen point of a
+    real run (undo with monkeypatch.undo())."""
+    import train
+    real_get_lr = train.get_lr
+
+    def get_lr(it, cfg):
+        if it == iteration:
+            raise error
+        return real_get_lr(it, cfg)
+    monkeypatch.setattr(train, 'get_lr', get_lr)

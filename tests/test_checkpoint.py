@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from conftest import assert_one_error_line, cli, run_config
+from conftest import assert_one_error_line, cli, run_config, stop_training_at
 
 import checkpoint
 import train as train_module
@@ -32,17 +32,11 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
     train_module.train(whole)
 
     # the same run, crashed inside iteration 5 (after the checkpoint at 4, past calibration at 2)
-    real_get_lr = train_module.get_lr
-
-    def crash_at_5(it, cfg):
-        if it == 5:
-            raise RuntimeError("the machine went down")
-        return real_get_lr(it, cfg)
-    monkeypatch.setattr(train_module, 'get_lr', crash_at_5)
+    stop_training_at(monkeypatch, 5, RuntimeError("the machine went down"))
     with pytest.raises(RuntimeError, match='went down'):
         train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split'))
     assert load_checkpoint(tmp_path / 'split' / 'ckpt.pt')['iter_num'] == 4
-    monkeypatch.setattr(train_module, 'get_lr', real_get_lr)
+    monkeypatch.undo()
     summary = train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', init_from='resume'))
 
     # the resumed log continues the first: iterations 4 and 5 logged twice, the later records are the resumed run's
@@ -84,13 +78,7 @@ def test_resume_takes_the_runs_own_config_as_its_base(shakespeare_slice, tmp_pat
 
 
 def test_ctrl_c_says_how_to_resume(shakespeare_slice, tmp_path, monkeypatch, capsys):
-    real_get_lr = train_module.get_lr
-
-    def ctrl_c_at_5(it, cfg):
-        if it == 5:
-            raise KeyboardInterrupt
-        return real_get_lr(it, cfg)
-    monkeypatch.setattr(train_module, 'get_lr', ctrl_c_at_5)
+    stop_training_at(monkeypatch, 5, KeyboardInterrupt)
     with pytest.raises(SystemExit) as stop:
         train_module.train(tiny_run(shakespeare_slice, tmp_path))
     assert str(stop.value) == (f"interrupted at iteration 5; {tmp_path / 'ckpt.pt'} holds iteration 4: continue with "

@@ -6,6 +6,7 @@ import os
 import statistics
 
 import pytest
+from conftest import stop_training_at
 
 import report
 import sweep
@@ -106,24 +107,18 @@ def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):
 
 def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(shakespeare_slice, tmp_path,
                                                                            monkeypatch):
-    monkeypatch.setattr(sweep, 'MAIN', ('taper_ln',))
-    monkeypatch.setattr(sweep, 'LEARNING_RATES', (3e-3,))
-    monkeypatch.setattr(sweep, 'SEEDS', (7, 8))
     cfg = sweep.SweepConfig(stage='lr', out_root=str(tmp_path), extra=f"{TINY} --data_root={shakespeare_slice}")
     # seed 8 ran before and was killed in iteration 25: its checkpoint holds iteration 20, its log runs to 24
     action, argv = sweep.command(cfg, 'taper_ln', 3e-3, 8)
     assert action == 'start'
-    real_get_lr = train.get_lr
-
-    def killed_at_25(it, run):
-        if it == 25:
-            raise KeyboardInterrupt
-        return real_get_lr(it, run)
-    monkeypatch.setattr(train, 'get_lr', killed_at_25)
+    stop_training_at(monkeypatch, 25, KeyboardInterrupt)
     with pytest.raises(SystemExit, match='interrupted at iteration 25'):
         train.train(parse_config(train.TrainConfig, argv[2:]))
-    monkeypatch.setattr(train, 'get_lr', real_get_lr)
+    monkeypatch.undo()
     assert report.load_runs(tmp_path) == [] and sweep.command(cfg, 'taper_ln', 3e-3, 8)[0] == 'resume'
+    monkeypatch.setattr(sweep, 'MAIN', ('taper_ln',))                # a sweep of one variant, one rate, 2 seeds
+    monkeypatch.setattr(sweep, 'LEARNING_RATES', (3e-3,))
+    monkeypatch.setattr(sweep, 'SEEDS', (7, 8))
 
     sweep.main(cfg)                                                   # starts seed 7, resumes seed 8
     runs = {r['seed']: r for r in report.load_runs(tmp_path)}
