@@ -99,10 +99,13 @@ def test_an_interrupted_preparation_leaves_no_file_under_its_real_name(tmp_path,
     assert not any(name.endswith(('.bin', '.pkl')) for name in os.listdir(tmp_path)), os.listdir(tmp_path)
 
 
-def test_train_prepares_an_incomplete_folder_again(tmp_path):
+@pytest.mark.parametrize('left', [{'train.bin': b''},                                   # what the old code left
+                                  {'train.bin': b'', 'val.bin': b'12', 'meta.pkl': b'x'}])  # one empty file
+def test_train_prepares_an_incomplete_folder_again(tmp_path, left):
     data_dir = tmp_path / 'shakespeare_char'
     data_dir.mkdir()
-    (data_dir / 'train.bin').write_bytes(b'')          # what an interrupted preparation left before
+    for name, content in left.items():
+        (data_dir / name).write_bytes(content)
     os.symlink(shakespeare_path(), data_dir / 'input.txt')
     train.prepare_data(train.TrainConfig(dataset='shakespeare_char', data_root=str(tmp_path)))
     assert all((data_dir / name).stat().st_size > 0 for name in ('train.bin', 'val.bin', 'meta.pkl'))

@@ -17,26 +17,28 @@ TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --eval_interval=10 
         "--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4")
 
 
-def write_log(out_dir, lr, seed, final, segments=((None, 0),), max_iters=20, s=1.0):
-    """A log.jsonl as train.py writes it: one segment per (resumed_at, value offset), evals every 10 iterations."""
+def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=20, s=1.0):
+    """A log.jsonl as train.py writes it: one segment per (resumed_at, value offset, last iteration or None for
+    max_iters), evals every 10 iterations, a 'done' record if the last segment finished."""
     os.makedirs(out_dir, exist_ok=True)
     config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10)
     with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
-        for resumed_at, offset in segments:
+        for resumed_at, offset, stop in segments:
             f.write(json.dumps(dict(kind='header', resumed_at=resumed_at, config=config, commit='abc', device='cpu'))
                     + '\n')
-            for it in range(resumed_at or 0, max_iters + 1):
+            for it in range(resumed_at or 0, (max_iters if stop is None else stop) + 1):
                 if it % 10 == 0:
                     val = final if it == max_iters else 4.0 - it / 10 + offset
                     f.write(json.dumps(dict(kind='eval', iter=it, val=val, train=val, gate=1.0)) + '\n')
                 if it < max_iters:
                     f.write(json.dumps(dict(kind='train', iter=it, s=s + offset, logit_norm=10.0, ms=1.0)) + '\n')
-        f.write(json.dumps(dict(kind='done', iter=max_iters, wall_s=12.5)) + '\n')
+        if segments[-1][2] is None:
+            f.write(json.dumps(dict(kind='done', iter=max_iters, wall_s=12.5)) + '\n')
 
 
 def test_a_resumed_log_is_read_with_the_later_segment_winning(tmp_path):
     # a first segment that got to iteration 15 (offset 100 marks its values), resumed from the checkpoint at 10
-    write_log(tmp_path / 'layernorm-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100), (10, 0)))
+    write_log(tmp_path / 'layernorm-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100, 15), (10, 0, None)))
     run = report.read_log(tmp_path / 'layernorm-lr0.001-s1' / 'log.jsonl')
     assert run['header']['resumed_at'] == 10 and run['done']['wall_s'] == 12.5
     assert sorted(run['train']) == list(range(20)) and sorted(run['eval']) == [0, 10, 20]
@@ -44,6 +46,11 @@ def test_a_resumed_log_is_read_with_the_later_segment_winning(tmp_path):
     [row] = report.load_runs(tmp_path)
     assert (row['variant'], row['learning_rate'], row['seed'], row['val_loss'], row['s']) == ('layernorm', 1e-3, 1,
                                                                                              2.0, 1.0)
+    # a first segment that had finished (its eval at 20 logged) but whose checkpoint was at 10; the resumed run
+    # died at 15: the old eval at 20 is not this run's, so the run is unfinished
+    write_log(tmp_path / 'rmsnorm-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100, 20), (10, 0, 15)))
+    assert 20 not in report.read_log(tmp_path / 'rmsnorm-lr0.001-s1' / 'log.jsonl')['eval']
+    assert [r['variant'] for r in report.load_runs(tmp_path)] == ['layernorm']
 
 
 def synthetic_sweep(root):
