@@ -109,7 +109,8 @@ def tables(runs):
     for v in ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'):
         cells = [(f"{statistics.fmean(r['val_loss'] for r in by[(v, lr)]):.4f} ({len(by[(v, lr)])})"
                   if (v, lr) in by else "") for lr in lrs]
-        lines.append(f"| {v} | " + " | ".join(f"**{c}**" if lr == best.get(v) else c for c, lr in zip(cells, lrs)) + " |")
+        cells = [f"**{cell}**" if lr == best.get(v) else cell for cell, lr in zip(cells, lrs)]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "Each variant at its own best learning rate; the tapered model against its baseline, paired by "
               "seed (same initial weights and batches), with a 95% confidence interval (Student's t):", "",
               "| variant | lr | seeds | final val loss | vs baseline (paired) | 95% CI | relative |", "|---" * 7 + "|"]
@@ -239,7 +240,7 @@ def main(cfg):
             write_between_markers(cfg.readme, 'bench', table)
         print(table)
     print(text)
-    print(f"wrote {cfg.out}/runs.csv, results.md, val_loss.png, scale.png" + (f" and {cfg.readme}" if cfg.readme else ""))
+    print(f"wrote {cfg.out}/runs.csv, results.md, val_loss.png, scale.png{' and ' + cfg.readme if cfg.readme else ''}")
 
 
 if __name__ == '__main__':

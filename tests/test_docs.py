@@ -36,7 +36,7 @@ def test_every_section_the_code_cites_is_in_method_md():
 
 def test_the_readme_quotes_the_measured_line_counts():
     sizes, path = lines.figures()
-    readme = read('README.md')
+    readme = ' '.join(read('README.md').split())  # the figures may wrap
     assert f"is {sizes['reading path']:,} lines" in readme and f"tests/` {sizes['python outside tests']:,} lines" \
         in readme, sizes
     assert sizes['README.md'] <= lines.BUDGET['README.md']
