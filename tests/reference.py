@@ -9,9 +9,10 @@ from model import GPT
 from train import get_batch, get_gate, model_config, step_seed
 
 # Both sides run in float64, so they can differ only by float64 rounding: a split step sums each part of the batch
-# and then the parts (ranks, or micro-steps), one process sums the global batch at once. Sums of the same n terms in another order differ by
-# at most n * u * sum|terms| (u = 2^-53); with n <= 10^3 here that is 1e-13 of a tensor's scale, and ROUND allows
-# ten times as much for the products along the way. Float32 would need 1e-4, where a real bug could hide.
+# and then the parts (ranks, or micro-steps); one process sums the global batch at once. Sums of the same n terms
+# in another order differ by at most n * u * sum|terms| (u = 2^-53); with n <= 10^3 here that is 1e-13 of a
+# tensor's scale, and ROUND allows ten times as much for the products along the way. Float32 would need 1e-4,
+# where a real bug could hide.
 ROUND = 1e-12
 
 

@@ -18,8 +18,9 @@ from model import GPT, GPTConfig
 
 def tiny_run(data_root, out_dir, **kw):
     """All-Taper with the anchor and dropout: every piece of run state a resume must restore."""
-    return run_config(data_root, out_dir, **{**dict(dropout=0.1, taper_start=2, taper_end=6, eval_interval=2,
-                                                     norm='layernorm', taper='all', anchor_lambda=0.1, bias=True), **kw})
+    every_state = dict(dropout=0.1, taper_start=2, taper_end=6, eval_interval=2, norm='layernorm', taper='all',
+                       anchor_lambda=0.1, bias=True)
+    return run_config(data_root, out_dir, **{**every_state, **kw})
 
 
 def log_records(out_dir, kind):

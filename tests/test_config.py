@@ -86,8 +86,9 @@ def test_every_shipped_config_parses_and_runs_alone():
         assert cfg.out_dir != TrainConfig.out_dir, name                    # every run writes its own folder
 
 
-@pytest.mark.parametrize('run,control', [('taper', 'layernorm'), ('finetune_gpt2_taper', 'finetune_gpt2_layernorm'),
-                                         ('owt_taper', 'owt_layernorm'), ('tinystories_taper', 'tinystories_layernorm')])
+@pytest.mark.parametrize('run,control', [('taper', 'layernorm'), ('owt_taper', 'owt_layernorm'),
+                                         ('finetune_gpt2_taper', 'finetune_gpt2_layernorm'),
+                                         ('tinystories_taper', 'tinystories_layernorm')])
 def test_a_control_is_its_taper_run_with_taper_off(run, control):
     a, b = (dataclasses.asdict(parse_config(TrainConfig, [os.path.join(CONFIG, f'{n}.py')])) for n in (run, control))
     assert (a['taper'], b['taper']) == ('internal', 'off')

@@ -98,7 +98,8 @@ def test_accumulated_micro_steps_take_the_step_of_one_batch(tmp_path):
     vocab_size, data_dir = 50, tmp_path / 'synth'
     data_dir.mkdir()
     for split in ('train', 'val'):
-        np.random.default_rng(len(split)).integers(0, vocab_size, 4000, dtype=np.uint16).tofile(data_dir / f'{split}.bin')
+        tokens = np.random.default_rng(len(split)).integers(0, vocab_size, 4000, dtype=np.uint16)
+        tokens.tofile(data_dir / f'{split}.bin')
     with open(data_dir / 'meta.pkl', 'wb') as f:
         pickle.dump({'vocab_size': vocab_size}, f)
     cfg = run_config(tmp_path, tmp_path / 'out', dataset='synth', block_size=16, batch_size=2,
