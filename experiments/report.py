@@ -168,6 +168,9 @@ def bench_table(record):
     c = record['config']
     lines += ["", f"{record['device']}, torch {record['torch']}, {record['dtype']}, eager, commit {record['commit']}: "
               f"the minimum of {c['repeats']} interleaved repeats of {c['iters']} iteration(s) per variant and cell."]
+    train = next(values for (mode, _, _), values in cells.items() if mode == 'train')
+    lines += ["", f"Training cost: one step of TaperNorm at g = 0 takes {1 / train['taper/layernorm']:.3f}x "
+              f"LayerNorm's time, and {1 / train['blend/layernorm']:.3f}x while tapering (g = 0.5, both branches)."]
     return '\n'.join(lines) + '\n'
 
 

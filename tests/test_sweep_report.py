@@ -136,3 +136,15 @@ def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(sh
     lines = log.read_text().count('\n')
     sweep.main(cfg)                                                   # everything finished: nothing runs again
     assert log.read_text().count('\n') == lines
+
+
+def test_the_bench_table_and_the_training_cost_sentence():
+    record = dict(device='cpu', torch='2.x', dtype='float32', commit='abc', config=dict(repeats=20, iters=1), ratios=[
+        dict(mode='last', compiled=False, B=1, T=128, ratio='folded/none', value=0.995),
+        dict(mode='last', compiled=True, B=1, T=128, ratio='folded/none', value=2.0),     # compiled: another table
+        dict(mode='train', compiled=False, B=4, T=128, ratio='taper/layernorm', value=1.25),
+        dict(mode='train', compiled=False, B=4, T=128, ratio='blend/layernorm', value=0.8)])
+    table = report.bench_table(record)
+    assert "| last | 1 | 128 |  |  | 0.995 |  |  |" in table and '2.000' not in table
+    assert "the minimum of 20 interleaved repeats" in table
+    assert "takes 0.800x LayerNorm's time, and 1.250x while tapering" in table          # time = 1 / tok/s ratio
