@@ -42,9 +42,12 @@ def autocast(device, dtype):
 
 
 def device_name(device):
+    """The card, or the CPU's model name with its cores and torch's threads (Linux names it in /proc/cpuinfo)."""
     if device.startswith('cuda'):
         return torch.cuda.get_device_name(device)
-    return f"{device} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    info = open('/proc/cpuinfo').read() if os.path.isfile('/proc/cpuinfo') else ''
+    model = next((line.split(':', 1)[1].strip() for line in info.splitlines() if line.startswith('model name')), '')
+    return f"{device} ({model + ', ' if model else ''}{os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def git_commit():
