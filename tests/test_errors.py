@@ -3,7 +3,7 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import OFFLINE, REPO, assert_one_error_line, cli
+from conftest import OFFLINE, assert_one_error_line, cli
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
