@@ -84,8 +84,8 @@ class Norm(nn.Module):
 
 class TaperNorm(Norm):
     """
-    y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t            (RMS)        (§2)
-                                     L(h) = c * (h - mu) * gamma_t + beta (LayerNorm; beta shared)
+    §2: y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t              (RMS)
+                                             L(h) = c * (h - mu) * gamma_t + beta  (LayerNorm; beta shared)
     The mode is a Python value set by GPT.set_gate, so each of the three graphs is its own:
       'norm'   g = 1: exactly N(h); before calibration gamma_t is never touched (no gradient),
                and in training the calibration statistics are accumulated.
