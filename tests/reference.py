@@ -3,10 +3,24 @@ The reference a split training step must equal: train.py's loop in one process, 
 (of every rank) at once, in float64, so that the two can differ only by float64 rounding. Used by the DDP and the
 gradient-accumulation tests.
 """
+import pickle
+
+import numpy as np
 import torch
 
 from model import GPT
 from train import get_batch, get_gate, model_config, step_seed
+
+def synthetic_dataset(data_dir, vocab_size, n_tokens):
+    """train.bin and val.bin of random tokens, and a meta.pkl giving the vocabulary's size."""
+    data_dir.mkdir()
+    for split in ('train', 'val'):
+        tokens = np.random.default_rng(len(split)).integers(0, vocab_size, n_tokens, dtype=np.uint16)
+        tokens.tofile(data_dir / f'{split}.bin')
+    with open(data_dir / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': vocab_size}, f)
+    return str(data_dir)
+
 
 # Both sides run in float64, so they can differ only by float64 rounding: a split step sums each part of the batch
 # and then the parts (ranks, or micro-steps); one process sums the global batch at once. Sums of the same n terms

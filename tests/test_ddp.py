@@ -5,13 +5,11 @@ the global batch's, gamma_t untouched by AdamW until it is used, and only rank 0
 """
 import json
 import os
-import pickle
 import subprocess
 import sys
 
-import numpy as np
 import torch
-from reference import assert_matches_reference, assert_rounding_close, float64_reference
+from reference import assert_matches_reference, assert_rounding_close, float64_reference, synthetic_dataset
 
 from checkpoint import load_checkpoint
 from configurator import parse_config
@@ -22,13 +20,8 @@ WORLD = 2
 
 
 def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
-    vocab_size, data_dir = 64, tmp_path / 'synth'
-    data_dir.mkdir()
-    for split in ('train', 'val'):
-        tokens = np.random.default_rng(len(split)).integers(0, vocab_size, 5000, dtype=np.uint16)
-        tokens.tofile(data_dir / f'{split}.bin')
-    with open(data_dir / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': vocab_size}, f)
+    vocab_size = 64
+    data_dir = synthetic_dataset(tmp_path / 'synth', vocab_size, 5000)
     # taper 'all' with the anchor: every EMA (c of each TaperNorm, s for s_tgt) crosses ranks. Step 0 runs at g = 1
     # (gamma_t unused), calibrates, step 1 at g = 0.5 (gamma_t used). No lr decay or clipping: AdamW's first
     # step is ~lr * sign(grad), so a large lr makes any gradient that differs show in the weights.
@@ -44,7 +37,7 @@ def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     cfg = parse_config(TrainConfig, args)
-    ref, ref_opt, grad_scale, _ = float64_reference(cfg, str(data_dir), vocab_size, WORLD)
+    ref, ref_opt, grad_scale, _ = float64_reference(cfg, data_dir, vocab_size, WORLD)
     ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
     assert_matches_reference(ckpt, ref, ref_opt, grad_scale, cfg)
     state = ckpt['optimizer']['state']

@@ -6,11 +6,10 @@ import math
 import os
 
 import numpy as np
-import pickle
 import pytest
 import torch
 from conftest import run_config
-from reference import ROUND, assert_matches_reference, float64_reference
+from reference import ROUND, assert_matches_reference, float64_reference, synthetic_dataset
 
 import train as train_module
 from checkpoint import load_checkpoint
@@ -95,13 +94,8 @@ def test_weight_decay_falls_on_matrices_only():
 def test_accumulated_micro_steps_take_the_step_of_one_batch(tmp_path):
     """gradient_accumulation_steps = 3 in train.py equals one process stepping on the 3 micro-batches at once,
     in float64: the logged loss and every weight, EMA and AdamW moment, to float64 rounding."""
-    vocab_size, data_dir = 50, tmp_path / 'synth'
-    data_dir.mkdir()
-    for split in ('train', 'val'):
-        tokens = np.random.default_rng(len(split)).integers(0, vocab_size, 4000, dtype=np.uint16)
-        tokens.tofile(data_dir / f'{split}.bin')
-    with open(data_dir / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': vocab_size}, f)
+    vocab_size = 50
+    data_dir = synthetic_dataset(tmp_path / 'synth', vocab_size, 4000)
     cfg = run_config(tmp_path, tmp_path / 'out', dataset='synth', block_size=16, batch_size=2,
                      gradient_accumulation_steps=3, max_iters=3, taper='all', anchor_lambda=0.1, taper_start=0,
                      taper_end=2, decay_lr=False, learning_rate=1e-2, grad_clip=0, eval_interval=3, eval_iters=1)
@@ -110,7 +104,7 @@ def test_accumulated_micro_steps_take_the_step_of_one_batch(tmp_path):
         train(cfg)
     finally:
         torch.set_default_dtype(torch.float32)
-    ref, ref_opt, grad_scale, ref_losses = float64_reference(cfg, str(data_dir), vocab_size, world=1)
+    ref, ref_opt, grad_scale, ref_losses = float64_reference(cfg, data_dir, vocab_size, world=1)
     assert_matches_reference(load_checkpoint(tmp_path / 'out' / 'ckpt.pt'), ref, ref_opt, grad_scale, cfg)
     logged = [r['loss'] for r in read_log(tmp_path / 'out') if r['kind'] == 'train']
     assert len(logged) == 3
