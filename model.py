@@ -51,6 +51,16 @@ class GPTConfig:
             if bad:
                 raise ValueError(why)
 
+    @property
+    def calibrated_anchor(self):
+        """The anchor's s_tgt comes from an EMA frozen at taper_start (not from anchor_target)."""
+        return self.anchor_lambda > 0 and self.anchor_target == 0
+
+    @property
+    def calibrates(self):
+        """Something is frozen at taper_start: c of the TaperNorms, or a calibrated anchor's s_tgt."""
+        return self.taper != 'off' or self.calibrated_anchor
+
 
 def per_token_scale(h, kind, eps):
     """The per-token statistic a norm divides by: r(h) for RMS, s(h) (the std) for LayerNorm. (..., d) -> (...)"""
@@ -281,8 +291,7 @@ class GPT(nn.Module):
             raise RuntimeError("the gate can only leave 1 after calibrate() has frozen c and copied gamma_t")
         self.gate.fill_(g)
         # training forwards feed the calibration EMAs until calibrate(), and only if something needs them
-        needs_s = self.config.anchor_lambda > 0 and self.config.anchor_target == 0
-        self.collecting = not calibrated and (needs_s or self.config.taper != 'off')
+        self.collecting = not calibrated and self.config.calibrates
         for m in self.taper_norms():
             m.mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
             m.collecting = self.collecting
@@ -322,7 +331,7 @@ class GPT(nn.Module):
         for m in self.taper_norms():
             m.c.copy_(m.ema[0] / m.ema[1])
             m.weight_t.copy_(m.weight)
-        if self.config.anchor_lambda > 0 and self.config.anchor_target == 0:
+        if self.config.calibrated_anchor:
             bias_correction = 1 - self.config.ema_decay ** int(self.ema_steps)
             self.s_tgt.copy_(self.s_ema / bias_correction)
         self.calibrated.fill_(True)
