@@ -54,6 +54,12 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
     return ckpt
 
 
+def run_data_dir(ckpt):
+    """The data folder of the run that wrote ckpt (relative to where that run trained)."""
+    run = ckpt.get('config') or {}
+    return os.path.join(run.get('data_root', 'data'), run.get('dataset', ''))
+
+
 def load_model(path, device='cpu', need=('model_args', 'model')):
     """(model, checkpoint) from path; a model that does not fit its own weights is a UserError too."""
     ckpt = load_checkpoint(path, need)

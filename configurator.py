@@ -61,8 +61,7 @@ def read_file(path, seen=()):
 
 def read_args(cls, argv):
     """{key: value} from [config files] [--key=value ...], typed and checked against cls's fields."""
-    fields = {f.name: f.type for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls)  # every field's type, by name
     from_files, overrides = {}, {}
     for arg in argv:
         if arg in ('-h', '--help'):
@@ -79,8 +78,8 @@ def read_args(cls, argv):
         overrides[key] = (raw if hints.get(key) is str else literal(raw), arg)
     values = {}
     for key, (value, source) in {**from_files, **overrides}.items():
-        if key not in fields:
-            near = difflib.get_close_matches(key, fields, n=1)
+        if key not in hints:
+            near = difflib.get_close_matches(key, hints, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise UserError(f"{source}: unknown config key {key!r}{hint}; python {script()} --help lists them")
         values[key] = coerce(key, value, hints[key], source)

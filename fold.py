@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from checkpoint import KIND, load_model, save_checkpoint
+from checkpoint import KIND, load_model, run_data_dir, save_checkpoint
 from configurator import UserError, run_main
 from model import GPT, TaperNorm
 
@@ -98,8 +98,7 @@ def main(cfg):
     folded = fold_model(model.eval())
 
     # the check: both models on the same tokens, the start of the run's val.bin if it is here, else random ones
-    run, T = ckpt.get('config') or {}, model.config.block_size
-    val = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''), 'val.bin')
+    T, val = model.config.block_size, os.path.join(run_data_dir(ckpt), 'val.bin')
     if os.path.isfile(val) and os.path.getsize(val) >= 2 * cfg.batch_size * T:  # uint16: 2 bytes a token
         x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)), val
     else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from checkpoint import load_model
+from checkpoint import load_model, run_data_dir
 from configurator import UserError, run_main
 from runtime import REPO, autocast, pick_device, pick_dtype
 
@@ -46,9 +46,8 @@ class SampleConfig:
 
 def load_codec(ckpt):
     """(encode, decode) for the checkpoint's data: the character vocabulary in its meta.pkl, else GPT-2 BPE."""
-    run = ckpt.get('config') or {}
-    meta = os.path.join(run.get('data_root', 'data'), run.get('dataset', ''), 'meta.pkl')
-    for path in (meta, os.path.join(REPO, meta)):  # data_root is relative to where training ran: here, or the repo
+    meta_path = os.path.join(run_data_dir(ckpt), 'meta.pkl')
+    for path in (meta_path, os.path.join(REPO, meta_path)):  # relative to where training ran: here, or the repo
         if os.path.isfile(path):
             with open(path, 'rb') as f:
                 meta = pickle.load(f)
