@@ -73,11 +73,11 @@ def plan(cfg, stage):
     raise UserError(f"stage={stage!r} must be 'lr', 'best', 'ablation', 'schedule' or 'all'")
 
 
-def command(cfg, variant, lr, seed):
-    """(action, argv): 'skip' a finished run, 'resume' one with a checkpoint, else 'start' it."""
+def command(cfg, variant, lr, seed, finished):
+    """(action, argv): 'skip' a run whose folder is in finished, 'resume' one with a checkpoint, else 'start' it."""
     out_dir = run_dir(cfg.out_root, variant, lr, seed)
-    finished = any(r['out_dir'] == out_dir for r in load_runs(cfg.out_root))
-    action = 'skip' if finished else 'resume' if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else 'start'
+    resumable = os.path.exists(os.path.join(out_dir, 'ckpt.pt'))
+    action = 'skip' if out_dir in finished else 'resume' if resumable else 'start'
     argv = [sys.executable, os.path.join(REPO, 'train.py'), os.path.join(REPO, 'config', 'taper.py'),
             f'--out_dir={os.path.abspath(out_dir)}', f'--seed={seed}', f'--learning_rate={lr:g}']
     argv += [f'--{k}={v}' for k, v in VARIANTS[variant].items()] + cfg.extra.split()
@@ -92,10 +92,10 @@ def run_stage(cfg, stage):
         if not todo:
             return
         threads = str(max(1, (os.cpu_count() or 1) // cfg.jobs))
-        running = []
+        finished, running = {r['out_dir'] for r in load_runs(cfg.out_root)}, []
         for variant, lr, seed in todo:
             done.add((variant, lr, seed))
-            action, argv = command(cfg, variant, lr, seed)
+            action, argv = command(cfg, variant, lr, seed, finished)
             out_dir = run_dir(cfg.out_root, variant, lr, seed)
             print(f"{action:6s} {out_dir}" + ('' if action == 'skip' else '  ' + ' '.join(argv[2:])), flush=True)
             if action == 'skip' or cfg.dry_run:

@@ -116,13 +116,13 @@ def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(sh
                                                                            monkeypatch):
     cfg = sweep.SweepConfig(stage='lr', out_root=str(tmp_path), extra=f"{TINY} --data_root={shakespeare_slice}")
     # seed 8 ran before and was killed in iteration 25: its checkpoint holds iteration 20, its log runs to 24
-    action, argv = sweep.command(cfg, 'taper_ln', 3e-3, 8)
+    action, argv = sweep.command(cfg, 'taper_ln', 3e-3, 8, finished=set())
     assert action == 'start'
     stop_training_at(monkeypatch, 25, KeyboardInterrupt)
     with pytest.raises(SystemExit, match='interrupted at iteration 25'):
         train.train(parse_config(train.TrainConfig, argv[2:]))
     monkeypatch.undo()
-    assert report.load_runs(tmp_path) == [] and sweep.command(cfg, 'taper_ln', 3e-3, 8)[0] == 'resume'
+    assert report.load_runs(tmp_path) == [] and sweep.command(cfg, 'taper_ln', 3e-3, 8, set())[0] == 'resume'
     monkeypatch.setattr(sweep, 'MAIN', ('taper_ln',))                # a sweep of one variant, one rate, 2 seeds
     monkeypatch.setattr(sweep, 'LEARNING_RATES', (3e-3,))
     monkeypatch.setattr(sweep, 'SEEDS', (7, 8))
