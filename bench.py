@@ -9,6 +9,7 @@ Modes: 'last' the logits of the last position after one forward over a prompt (t
 'decode' KV-cached greedy decoding (v2), 'train' one training step (forward, backward, AdamW).
 $ python bench.py                  # the default grid: random weights (time depends on the shape alone), 33.7M params
 $ python bench.py --compile        # eager, then torch.compile
+$ python bench.py --quick          # a tiny model and grid, a few seconds (tests)
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
 time is the minimum over the repeats: noise only ever adds time, so the minimum is the steadiest estimate of what
 the code costs. Ratios are of those minima. The last line printed is one JSON record holding every figure.
@@ -29,6 +30,7 @@ VARIANTS = {'last': ('layernorm', 'rmsnorm', 'taper', 'folded', 'none'),
             'train': ('layernorm', 'rmsnorm', 'taper', 'blend', 'none')}
 RATIOS = (('taper', 'layernorm'), ('folded', 'layernorm'), ('folded', 'rmsnorm'), ('folded', 'none'),
           ('blend', 'layernorm'), ('taper', 'rmsnorm'))
+SHORT = {'layernorm': 'LN', 'rmsnorm': 'RMS', 'none': 'none'}
 
 
 @dataclass
@@ -50,14 +52,34 @@ class BenchConfig:
     decode_tokens: int = 32         # new tokens per timed decode iteration
     train_batch: int = 4            # the training cell: train_batch x train_seq tokens
     train_seq: int = 128            # its sequence length
-    warmup: int | None = None       # untimed iterations per variant and cell; None: 10 on CUDA (the paper), 1 on CPU
-    iters: int | None = None        # timed iterations per repeat; None: 50 on CUDA (the paper), 1 on CPU
-    repeats: int | None = None      # interleaved repeats per cell; None: 5 on CUDA, 20 on CPU
-    threads: int | None = None      # CPU threads; None: 1 (on a shared CPU, more threads stall each other at every op)
+    warmup: int = -1                # untimed iterations per variant and cell; -1: 10 on CUDA (the paper), 1 on CPU
+    iters: int = -1                 # timed iterations per repeat; -1: 50 on CUDA (the paper), 1 on CPU
+    repeats: int = -1               # interleaved repeats per cell; -1: 5 on CUDA, 20 on CPU
+    threads: int = -1               # CPU threads; -1: 1 (on a shared CPU, more threads stall each other at every op)
     compile: bool = False           # after eager, time torch.compile'd models too
     device: str = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', ...
     dtype: str = 'auto'             # CUDA: bf16 weights for inference, bf16 autocast for training; CPU: float32
     seed: int = 1337                # weights and tokens
+    quick: bool = False             # a tiny model on a tiny grid, seconds: for tests
+
+
+def resolve(cfg, cuda):
+    """Fill in the quick settings and the device-dependent defaults (the -1s); check the grid fits the context."""
+    if cfg.quick:
+        cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, batch_sizes='1',
+                      seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32, warmup=1,
+                      iters=2, repeats=2)
+    cfg = replace(cfg, warmup=cfg.warmup if cfg.warmup >= 0 else 10 if cuda else 1,
+                  iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 1,
+                  repeats=cfg.repeats if cfg.repeats > 0 else 5 if cuda else 20,
+                  threads=cfg.threads if cfg.threads > 0 else torch.get_num_threads() if cuda else 1)
+    if set(csv(cfg.modes)) - set(VARIANTS):
+        raise UserError(f"modes={cfg.modes!r}: choose from {', '.join(VARIANTS)}")
+    longest = max(csv(cfg.seq_lens, int) + [cfg.decode_prompt + cfg.decode_tokens, cfg.train_seq])
+    if longest > cfg.block_size:
+        raise UserError(f"the grid needs {longest} positions but block_size={cfg.block_size}: lower --seq_lens, "
+                        "--decode_prompt + --decode_tokens or --train_seq, or raise --block_size")
+    return cfg
 
 
 def csv(text, typ=str):
@@ -76,12 +98,15 @@ def variants(cfg, names):
     models = {v: GPT(replace(shape, norm=v, taper='off')) for v in ('layernorm', 'rmsnorm', 'none')}
     idx = torch.randint(cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(cfg.seed))
     for name, gate in [('taper', 0.0), ('blend', 0.5)]:
+        if name not in names:
+            continue
         models[name] = GPT(shape)
         models[name](idx, idx)
         models[name].update_calibration()
         models[name].calibrate()
         models[name].set_gate(gate)
-    models['folded'] = fold_model(models['taper'])
+    if 'folded' in names:
+        models['folded'] = fold_model(models['taper'])
     return {v: models[v] for v in names}
 
 
@@ -115,39 +140,49 @@ def make_step(mode, model, B, T, cfg, device, ctx):
     return step, B * T
 
 
-def time_cell(steps, cfg, sync):
-    """{variant: [seconds per iteration in each repeat]}: warm-ups, then rounds over the variants, rotated."""
+def clock(step, n, device):
+    """Seconds per call, over n calls; on CUDA, events around the queued work (no host-side guesswork)."""
+    if not device.startswith('cuda'):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        return (time.perf_counter() - t0) / n
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(n):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1000 / n
+
+
+def time_cell(steps, cfg, device):
+    """{variant: [seconds per iteration of each repeat]}: warm-ups, then rounds over the variants, rotated."""
     for step, _ in steps.values():
         for _ in range(cfg.warmup):
             step()
     names, times = list(steps), {v: [] for v in steps}
     for r in range(cfg.repeats):
         for v in names[r % len(names):] + names[:r % len(names)]:
-            sync()                                     # on CUDA, time the queued work, not its launch
-            t0 = time.perf_counter()
-            for _ in range(cfg.iters):
-                steps[v][0]()
-            sync()
-            times[v].append((time.perf_counter() - t0) / cfg.iters)
+            times[v].append(clock(steps[v][0], cfg.iters, device))
     return times
 
 
 def main(cfg):
     device = pick_device(cfg.device)
-    cuda = device.startswith('cuda')
-    defaults = dict(warmup=10, iters=50, repeats=5) if cuda else dict(warmup=1, iters=1, repeats=20, threads=1)
-    cfg = replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
-    if set(csv(cfg.modes)) - set(VARIANTS):
-        raise UserError(f"modes={cfg.modes!r}: choose from {', '.join(VARIANTS)}")
-    longest = max(csv(cfg.seq_lens, int) + [cfg.decode_prompt + cfg.decode_tokens, cfg.train_seq])
-    if longest > cfg.block_size:
-        raise UserError(f"the grid needs {longest} positions but block_size={cfg.block_size}: lower --seq_lens, "
-                        "--decode_prompt + --decode_tokens or --train_seq, or raise --block_size")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cfg = resolve(cfg, device.startswith('cuda'))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return bench(cfg, device)
+    finally:
+        torch.set_num_threads(threads)  # a caller (a test) gets its process back as it was
+
+
+def bench(cfg, device):
     dtype_name = pick_dtype(cfg.dtype, device)
     dtype, ctx = getattr(torch, dtype_name), autocast(device, dtype_name)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | "
           f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}")
     print(f"time per variant: the minimum of {cfg.repeats} interleaved repeats of {cfg.iters} iteration(s), after "
@@ -169,17 +204,17 @@ def main(cfg):
             pairs = [(a, b) for a, b in RATIOS if a in names and b in names]
             print(f"\n{mode} ({'compiled' if compiled else 'eager'}): tokens/s | ratios of tokens/s\n"
                   f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>10}" for v in names) + " |"
-                  + ''.join(f"{a + '/' + b:>18}" for a, b in pairs))
+                  + ''.join(f"{a + '/' + SHORT[b]:>12}" for a, b in pairs))
             for B, T in cells:
                 steps = {v: make_step(mode, m, B, T, cfg, device, ctx) for v, m in models.items()}
-                times = time_cell(steps, cfg, sync)
+                times = time_cell(steps, cfg, device)
                 best = {v: min(times[v]) for v in names}
                 results += [dict(mode=mode, compiled=compiled, B=B, T=T, variant=v, tok_s=steps[v][1] / best[v],
                                  ms=1000 * best[v], ms_repeats=[1000 * t for t in times[v]]) for v in names]
                 ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}", value=best[b] / best[a])
                            for a, b in pairs]
                 print(f"{B:>3} {T:>4} |" + ''.join(f"{steps[v][1] / best[v]:>10,.0f}" for v in names) + " |"
-                      + ''.join(f"{best[b] / best[a]:>17.3f}x" for a, b in pairs))
+                      + ''.join(f"{best[b] / best[a]:>11.3f}x" for a, b in pairs))
     print(json.dumps(dict(bench='nanotaper', device=device_name(device), torch=torch.__version__, commit=git_commit(),
                           dtype=dtype_name, estimator='min', config=asdict(cfg), params=params, results=results,
                           ratios=ratios)))

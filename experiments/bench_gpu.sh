@@ -30,8 +30,7 @@ if [ -n "${QUICK:-}" ]; then
   step train python train.py config/taper.py --out_dir="$OUT/taper" --max_iters=200 --lr_decay_iters=200 \
        --warmup_iters=10 --eval_interval=100 --eval_iters=5 --log_interval=50
   step fold python fold.py --ckpt="$OUT/taper/ckpt.pt"
-  step bench python bench.py --compile --n_layer=2 --n_head=2 --n_embd=64 --vocab_size=256 --block_size=64 \
-       --batch_sizes=1 --seq_lens=32 --decode_prompt=8 --decode_tokens=4 --train_batch=1 --train_seq=32 --repeats=2
+  step bench python bench.py --quick --compile
 else
   step tests python -m pytest -q tests
   step train python train.py config/taper.py --out_dir="$OUT/taper"

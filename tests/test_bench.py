@@ -1,4 +1,4 @@
-"""bench.py on a tiny grid runs in seconds; its last line is one JSON record with a figure for every variant and
+"""bench.py --quick: runs in seconds, its last line is one JSON record with a figure for every variant and
 ratio, and each figure is the minimum over the interleaved repeats, as the header says."""
 import json
 
@@ -9,21 +9,14 @@ from bench import RATIOS, VARIANTS, BenchConfig, main as bench_main
 from configurator import UserError, parse_config
 
 
-TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=64', '--vocab_size=256', '--block_size=64',
-        '--batch_sizes=1', '--seq_lens=32', '--decode_prompt=8', '--decode_tokens=4', '--train_batch=1',
-        '--train_seq=32', '--warmup=1', '--iters=2', '--repeats=2']
+def test_quick_flag_parses():
+    assert parse_config(BenchConfig, ['--quick']).quick and not parse_config(BenchConfig, ['--quick=False']).quick
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
+def test_bench_quick_emits_every_figure(capsys):
     threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # bench.py sets 1 CPU thread for the process it runs in
-
-
-def test_bench_on_a_tiny_grid_emits_every_figure(capsys):
-    bench_main(parse_config(BenchConfig, TINY))
-    assert torch.get_num_threads() == 1                          # the CPU default: one thread
+    bench_main(parse_config(BenchConfig, ['--quick', '--device=cpu']))
+    assert torch.get_num_threads() == threads                    # bench sets 1 CPU thread, then restores
     lines = capsys.readouterr().out.strip().splitlines()
     record = json.loads(lines[-1])
     assert record['bench'] == 'nanotaper' and record['torch'] and record['device'].startswith('cpu')
