@@ -141,9 +141,9 @@ class TaperNorm(Norm):
 # The GPT-2 blocks (nanoGPT), with an optional KV cache for generation.
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config, bias):
+    def __init__(self, config):
         super().__init__()
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=bias)  # q, k, v for all heads
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
@@ -167,9 +167,9 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config, bias):
+    def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate=config.gelu)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -188,12 +188,10 @@ def make_norm(config, tapered):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        tapered = config.taper != 'off'
-        # a folded LayerNorm's beta becomes a bias of the next Linear (in nanoGPT beta exists iff bias)
-        self.ln_1 = make_norm(config, tapered)
-        self.attn = CausalSelfAttention(config, bias=config.bias)
-        self.ln_2 = make_norm(config, tapered)
-        self.mlp = MLP(config, bias=config.bias)
+        self.ln_1 = make_norm(config, tapered=config.taper != 'off')
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = make_norm(config, tapered=config.taper != 'off')
+        self.mlp = MLP(config)
 
     def forward(self, x, gate, cache=None):
         x = x + self.attn(self.ln_1(x, gate), cache)
