@@ -94,6 +94,8 @@ def validate(cfg):
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
     gpt2 = cfg.init_from.startswith('gpt2')
     gptconf = model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
+    # eval_only reads the gate at one iteration, so only there may the schedule reach past max_iters
+    schedule_ok = 0 <= cfg.taper_start < cfg.taper_end and (cfg.taper_end <= cfg.max_iters or cfg.eval_only)
     for bad, why in [
             (cfg.max_iters < 0 or cfg.warmup_iters < 0, "max_iters and warmup_iters must be >= 0"),
             (cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters,
@@ -103,7 +105,7 @@ def validate(cfg):
              f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'"),
             (gpt2 and cfg.norm != 'layernorm', f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs "
                                                "norm='layernorm'"),
-            (gptconf.calibrates and not cfg.eval_only and not 0 <= cfg.taper_start < cfg.taper_end <= cfg.max_iters,
+            (gptconf.calibrates and not schedule_ok,
              f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={cfg.taper_start}, "
              f"taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set --taper_start and --taper_end inside the "
              "run, or leave both out for the defaults")]:

@@ -35,6 +35,15 @@ def test_the_config_rejects_a_schedule_outside_the_run(overrides, key):
         parse_config(TrainConfig, ['--max_iters=2000', '--taper=internal'] + overrides)
 
 
+def test_eval_only_still_needs_an_ordered_schedule_but_not_one_inside_max_iters():
+    with pytest.raises(UserError, match='taper_start'):  # the gate at any iteration needs start < end
+        parse_config(TrainConfig, ['--max_iters=2000', '--taper=internal', '--eval_only', '--taper_start=500',
+                                   '--taper_end=400'])
+    cfg = parse_config(TrainConfig, ['--max_iters=0', '--taper=internal', '--eval_only', '--taper_start=500',
+                                     '--taper_end=1250'])
+    assert (cfg.taper_start, cfg.taper_end) == (500, 1250)
+
+
 @pytest.mark.parametrize('args,expected', [
     (['--max_iters=2000', '--warmup_iters=100', '--lr_decay_iters=2000'], (400, 1000)),   # 20% and 50% of the run
     (['--max_iters=1000', '--warmup_iters=300', '--lr_decay_iters=1000'], (300, 500)),    # not inside the warmup
