@@ -27,7 +27,6 @@ def save_checkpoint(obj, path):
 def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
     """The checkpoint at path, a dict holding at least the keys in need; mmap=True maps its tensors rather than
     reading them (cheap when only the plain entries are wanted)."""
-    path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}: train one first (python train.py config/taper.py), or give "
                         "the right --out_dir / --ckpt")

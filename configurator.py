@@ -94,14 +94,6 @@ def literal(text):
         return text
 
 
-def make_config(cls, values):
-    """cls(**values); a value its __post_init__ refuses is a UserError."""
-    try:
-        return cls(**values)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
 def usage(cls):
     """--help: every key, its default, and the comment beside it in cls's source."""
     comments = dict(re.findall(r'^\s+(\w+):[^#\n]*#\s*(.*)$', inspect.getsource(cls), re.M))
@@ -120,14 +112,17 @@ def run_main(main, cls, base=None):
     with its one line; Ctrl-C with one line too. base(values), if given, supplies the values beneath the command
     line's (a resumed run's own saved config)."""
     try:
-        values = read_args(cls, sys.argv[1:])
-        return main(make_config(cls, {**(base(values) if base else {}), **values}))
+        return main(parse_config(cls, sys.argv[1:], base))
     except UserError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted")
 
 
-def parse_config(cls, argv):
-    """cls from [config files] [--key=value ...]: read_args, then make_config (for scripts and tests alike)."""
-    return make_config(cls, read_args(cls, argv))
+def parse_config(cls, argv, base=None):
+    """cls from [config files] [--key=value ...], over base(values) if given; a value cls refuses is a UserError."""
+    values = read_args(cls, argv)
+    try:
+        return cls(**{**(base(values) if base else {}), **values})
+    except ValueError as e:
+        raise UserError(str(e)) from None

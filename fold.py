@@ -62,10 +62,9 @@ def fold_model(model):
     if reason:
         raise ValueError(f"cannot fold: {reason}")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
-    folds = [(f'transformer.h.{i}.ln_1', block.ln_1, f'transformer.h.{i}.attn.c_attn')
-             for i, block in enumerate(model.transformer.h)]
-    folds += [(f'transformer.h.{i}.ln_2', block.ln_2, f'transformer.h.{i}.mlp.c_fc')
-              for i, block in enumerate(model.transformer.h)]
+    folds = [(f'transformer.h.{i}.{ln}', getattr(block, ln), f'transformer.h.{i}.{linear}')
+             for i, block in enumerate(model.transformer.h)
+             for ln, linear in (('ln_1', 'attn.c_attn'), ('ln_2', 'mlp.c_fc'))]
     if model.config.taper == 'all':    # lm_head is wte (tied): folding writes an untied copy
         folds.append(('transformer.ln_f', model.transformer.ln_f, 'lm_head'))
     for norm_name, norm, linear_name in folds:

@@ -205,7 +205,7 @@ class KVCache:
         shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos, self.max_len = 0, max_len
+        self.pos = 0
 
     def layer(self, i):
         return self.k[i], self.v[i], self.pos
@@ -361,8 +361,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)
         # autocast computes cross-entropy in float32; a double model keeps float64 throughout
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        s = per_token_scale(h, 'layernorm' if self.config.norm == 'layernorm' else 'rmsnorm',
-                            self.config.norm_eps)             # (B, T)
+        s = per_token_scale(h, self.config.norm, self.config.norm_eps)  # (B, T); the RMS when norm='none'
         if self.training and self.collecting:
             self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
         loss, anchor = ce, torch.zeros((), device=idx.device)
@@ -381,16 +380,14 @@ class GPT(nn.Module):
         falls back to re-reading the last block_size tokens each step (nanoGPT's cropping): the window
         slides, every token's position changes, and the cached keys no longer apply.
         """
-        cache = None
-        if use_cache and idx.size(1) < self.config.block_size:
-            p = next(self.parameters())
-            cache = KVCache(self.config, idx.size(0), self.config.block_size, p.device, p.dtype)
+        p = self.lm_head.weight
+        cache = KVCache(self.config, idx.size(0), self.config.block_size, p.device, p.dtype) if use_cache else None
         step_input = idx
         for _ in range(max_new_tokens):
             if cache is not None and cache.pos + step_input.size(1) > self.config.block_size:
                 cache = None                        # the window is about to slide: crop from here on
             if cache is None:
-                step_input = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+                step_input = idx[:, -self.config.block_size:]
             logits, _, _ = self(step_input, kv_cache=cache)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p)
             idx = torch.cat((idx, next_token), dim=1)
