@@ -219,12 +219,22 @@ def write_between_markers(path, name, text):
 
 
 def main(cfg):
+    if cfg.bench:  # the speed table stands on its own: it needs no sweep
+        if not os.path.isfile(cfg.bench):
+            raise UserError(f"--bench={cfg.bench}: no such file (give bench.py's output, e.g. results/bench_cpu.json)")
+        with open(cfg.bench) as f:
+            table = bench_table(json.loads(f.read().strip().splitlines()[-1]))
+        if cfg.readme:
+            write_between_markers(cfg.readme, 'bench', table)
+        print(table)
+    runs = load_runs(cfg.sweep_dir)
+    if not runs and cfg.bench:
+        return print(f"no finished runs under {cfg.sweep_dir}/: wrote the speed table only")
+    if not runs:
+        raise UserError(f"no finished runs under {cfg.sweep_dir}/ (run python experiments/sweep.py first)")
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    runs = load_runs(cfg.sweep_dir)
-    if not runs:
-        raise UserError(f"no finished runs under {cfg.sweep_dir}/ (run python experiments/sweep.py first)")
     os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, 'runs.csv'), 'w', newline='') as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
@@ -236,12 +246,6 @@ def main(cfg):
     plot(runs, cfg.out, plt)
     if cfg.readme:
         write_between_markers(cfg.readme, 'results', text)
-    if cfg.bench:
-        with open(cfg.bench) as f:
-            table = bench_table(json.loads(f.read().strip().splitlines()[-1]))
-        if cfg.readme:
-            write_between_markers(cfg.readme, 'bench', table)
-        print(table)
     print(text)
     print(f"wrote {cfg.out}/runs.csv, results.md, val_loss.png, scale.png{' and ' + cfg.readme if cfg.readme else ''}")
 

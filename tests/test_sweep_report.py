@@ -6,12 +6,12 @@ import os
 import statistics
 
 import pytest
-from conftest import stop_training_at
+from conftest import REPO, stop_training_at
 
 import report
 import sweep
 import train
-from configurator import parse_config
+from configurator import UserError, parse_config
 
 TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --eval_interval=10 --eval_iters=2 --log_interval=5 "
         "--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4")
@@ -148,3 +148,15 @@ def test_the_bench_table_and_the_training_cost_sentence():
     assert "| last | 1 | 128 |  |  | 0.995 |  |  |" in table and '2.000' not in table
     assert "the minimum of 20 interleaved repeats" in table
     assert "takes 0.800x LayerNorm's time, and 1.250x while tapering" in table          # time = 1 / tok/s ratio
+
+
+def test_the_readme_speed_table_is_regenerated_from_the_bench_record_alone(tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text("intro\n<!-- report:bench -->\nold table\n<!-- /report:bench -->\nend\n")
+    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'no-sweep'), out=str(tmp_path / 'out'),
+                                    bench=os.path.join(REPO, 'results', 'bench_cpu.json'), readme=str(readme)))
+    text = readme.read_text()
+    assert 'old table' not in text and '| last | 1 | 128 |' in text and text.endswith('end\n')
+    assert not (tmp_path / 'out').exists()                      # no sweep: no runs.csv, tables or plots
+    with pytest.raises(UserError, match='no such file'):
+        report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'no-sweep'), bench=str(tmp_path / 'missing.json')))
