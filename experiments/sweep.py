@@ -28,9 +28,9 @@ VARIANTS = {  # name -> overrides of config/taper.py (Internal-Taper, LayerNorm)
     'all_taper': dict(taper='all'),                          # no final norm and no anchor: logit chasing?
     'none_anchor': dict(norm='none', taper='off', anchor_lambda=0.1),
     'none': dict(norm='none', taper='off'),
-    'taper_ln_start100': dict(taper_start=100),              # calibrating at the end of warmup: it diverges
-    'taper_ln_start200': dict(taper_start=200),
-    'taper_ln_start600': dict(taper_start=600),
+    'taper_ln_start100': dict(taper_start=100, taper_end=1000),  # calibrating at the end of warmup: it diverges
+    'taper_ln_start200': dict(taper_start=200, taper_end=1000),
+    'taper_ln_start600': dict(taper_start=600, taper_end=1000),
 }
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 ABLATIONS = ('all_taper_anchor', 'all_taper', 'none_anchor', 'none')

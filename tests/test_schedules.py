@@ -46,9 +46,11 @@ def test_eval_only_still_needs_an_ordered_schedule_but_not_one_inside_max_iters(
 
 @pytest.mark.parametrize('args,expected', [
     (['--max_iters=2000', '--warmup_iters=100', '--lr_decay_iters=2000'], (400, 1000)),   # 20% and 50% of the run
-    (['--max_iters=1000', '--warmup_iters=300', '--lr_decay_iters=1000'], (300, 500)),    # not inside the warmup
+    (['--max_iters=1000', '--warmup_iters=300', '--lr_decay_iters=1000'], (300, 600)),    # not inside the warmup
+    (['--max_iters=200', '--warmup_iters=100', '--lr_decay_iters=200'], (100, 160)),      # the taper: 30% of the run
+    (['--max_iters=200', '--warmup_iters=180', '--lr_decay_iters=200'], (180, 200)),      # ... at most to the end
     (['--max_iters=120', '--warmup_iters=2000', '--decay_lr=False'], (24, 60)),           # no warmup without decay
-    (['--max_iters=2000', '--taper_start=100'], (100, 1000)),                             # each default on its own
+    (['--max_iters=2000', '--taper_start=100'], (100, 700)),                              # each default on its own
 ])
 def test_the_schedule_defaults_scale_with_the_run(args, expected):
     cfg = parse_config(TrainConfig, ['--taper=internal'] + args)
