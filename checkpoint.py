@@ -28,8 +28,8 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
     """The checkpoint at path, a dict holding at least the keys in need; mmap=True maps its tensors rather than
     reading them (cheap when only the plain entries are wanted)."""
     if not os.path.isfile(path):
-        raise UserError(f"no checkpoint at {path}: train one first (python train.py config/taper.py), or give "
-                        "the right --out_dir / --ckpt")
+        raise UserError(f"no checkpoint at {path}: train one first (python train.py config/taper.py), or point at "
+                        "the right one (--out_dir; --ckpt in fold.py and sample.py)")
     if os.path.getsize(path) == 0:
         raise UserError(f"{path} is empty: it was never written whole; delete it (or use another checkpoint)")
     try:
@@ -67,4 +67,8 @@ def load_model(path, device='cpu', need=('model_args', 'model')):
     except (TypeError, ValueError, RuntimeError) as e:  # bad model_args; missing, unexpected or misshapen weights
         why = ' '.join(str(e).split())[:400] or type(e).__name__  # load_state_dict's message spans lines
         raise UserError(f"{path} does not hold a model this code can build: {why}") from None
+    broken = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if broken:
+        raise UserError(f"{path} holds weights that are not finite (nan or inf, {broken[0]} among them): the run "
+                        "that wrote it diverged; use an earlier checkpoint")
     return model.to(device), ckpt

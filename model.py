@@ -420,7 +420,8 @@ class GPT(nn.Module):
                 hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
                 sd, hf_config = hf.state_dict(), hf.config
         except OSError as e:  # offline, most often: the caller says how to give the weights locally
-            raise OSError(f"could not load {model_type!r} through transformers ({' '.join(str(e).split())[:200]})")
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # its first line, not its advice and links
+            raise OSError(f"could not load {model_type!r} through transformers ({why})")
         if hf_config.activation_function not in ('gelu', 'gelu_new'):
             raise ValueError(f"activation {hf_config.activation_function!r}: this GPT's MLP computes GELU")
         args = dict(n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd, bias=True,

@@ -71,7 +71,7 @@ class TrainConfig:
     min_lr: float = 6e-5                 # the floor of the cosine
     # the gate (METHOD.md §4): 1 through taper_start (statistics collect, then calibrate), cosine to 0 at taper_end
     taper_start: int | None = None       # None: 20% of max_iters (or the end of lr warmup, if later)
-    taper_end: int | None = None         # None: 50% of max_iters (the model trains norm-free for the rest)
+    taper_end: int | None = None         # None: 30% of max_iters after taper_start (50% of the run by default)
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
@@ -81,8 +81,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.taper_start is None:  # measured on the main job: calibrating much earlier diverges (METHOD.md §4)
             self.taper_start = max(self.warmup_iters if self.decay_lr else 0, round(0.2 * self.max_iters))
-        if self.taper_end is None:
-            self.taper_end = max(self.taper_start + 1, round(0.5 * self.max_iters))
+        if self.taper_end is None:  # the taper takes 30% of the run, however long the warmup (never a single step)
+            self.taper_end = max(self.taper_start + 1,
+                                 min(self.max_iters, self.taper_start + round(0.3 * self.max_iters)))
         validate(self)
 
 
@@ -107,16 +108,18 @@ def validate(cfg):
                                                "norm='layernorm'"),
             (gptconf.calibrates and not schedule_ok,
              f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={cfg.taper_start}, "
-             f"taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set --taper_start and --taper_end inside the "
-             "run, or leave both out for the defaults")]:
+             f"taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set both inside the run (left out, taper_start "
+             "is the end of warmup or 20% of max_iters, whichever is later: lower --warmup_iters for a short run)")]:
         if bad:
             raise ValueError(why)
 
 
+MODEL_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'norm', 'taper', 'anchor_lambda',
+              'anchor_target')  # the keys of a run that its model holds (GPTConfig), fixed once it starts
+
+
 def model_config(cfg, vocab_size):
-    return GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                     n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, norm=cfg.norm, taper=cfg.taper,
-                     anchor_lambda=cfg.anchor_lambda, anchor_target=cfg.anchor_target)
+    return GPTConfig(vocab_size=vocab_size, **{key: getattr(cfg, key) for key in MODEL_KEYS})
 
 
 def saved_config(values):
@@ -125,6 +128,10 @@ def saved_config(values):
         return {}
     path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
+    for key in MODEL_KEYS:  # the model comes from the checkpoint: an override of its shape would go unheard
+        if key in values and key in saved and values[key] != saved[key]:
+            raise UserError(f"--{key}={values[key]!r}, but {path} holds a model with {key}={saved[key]!r}: a resumed "
+                            "run keeps its model; drop the override, or start a new run in another --out_dir")
     return {f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved and f.name != 'init_path'}
 
 
@@ -286,6 +293,14 @@ def open_log(cfg, resumed_at, **header):
     return write
 
 
+def check_finite(loss, it, ckpt_path, saved_at):
+    """A nan or inf loss means the run diverged: stop before a checkpoint can save it."""
+    if not math.isfinite(loss):
+        kept = f"{ckpt_path} still holds iteration {saved_at}" if saved_at is not None else "no checkpoint was written"
+        raise UserError(f"the loss is {loss} at iteration {it}: the run diverged ({kept}); lower --learning_rate or "
+                        "calibrate later (--taper_start), and train again")
+
+
 def log_line(rec, max_iters):
     eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
     return (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
@@ -350,6 +365,7 @@ def train(cfg):
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"gate {gate:.3f}")
                 write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'], gate=gate))
+                check_finite(losses['val'], iter_num, ckpt_path, saved_at)
                 summary['evals'].append(dict(iter=iter_num, **losses))
                 is_best, best_val_loss = losses['val'] < best_val_loss, min(best_val_loss, losses['val'])
                 if (is_best or cfg.always_save_checkpoint) and iter_num > 0 and not cfg.eval_only:
@@ -399,6 +415,7 @@ def train(cfg):
                 if master:
                     print(log_line(rec, cfg.max_iters))
                     write_log(rec)
+                check_finite(rec['loss'], rec['iter'], ckpt_path, saved_at)
     except KeyboardInterrupt:
         where = (f"{ckpt_path} holds iteration {saved_at}: continue with python train.py --init_from=resume "
                  f"--out_dir={cfg.out_dir}" if saved_at is not None else "no checkpoint was written yet")

@@ -1,6 +1,7 @@
 """Checkpoints: tensors and plain dicts, written atomically, read by one loader that refuses every bad file in one
 line; and training that is interrupted and resumed computes exactly what the uninterrupted run computes."""
 import json
+import math
 import os
 import pickle
 from dataclasses import asdict
@@ -76,6 +77,10 @@ def test_resume_takes_the_runs_own_config_as_its_base(shakespeare_slice, tmp_pat
     resumed = log_records(tmp_path, 'header')[-1]['config']
     assert (resumed['n_embd'], resumed['block_size'], resumed['max_iters']) == (32, 32, 6)  # saved, then overrides
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 6
+    same = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'n_layer': 2})
+    assert same['n_layer'] == 2                                         # restating the model's shape is fine
+    assert_one_error_line(cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', '--n_layer=6'),
+                          '--n_layer=6', 'n_layer=2', 'keeps its model')
 
 
 def test_ctrl_c_says_how_to_resume(shakespeare_slice, tmp_path, monkeypatch, capsys):
@@ -84,6 +89,20 @@ def test_ctrl_c_says_how_to_resume(shakespeare_slice, tmp_path, monkeypatch, cap
         train_module.train(tiny_run(shakespeare_slice, tmp_path))
     assert str(stop.value) == (f"interrupted at iteration 5; {tmp_path / 'ckpt.pt'} holds iteration 4: continue with "
                                f"python train.py --init_from=resume --out_dir={tmp_path}")
+
+
+@pytest.mark.parametrize('eval_interval,seen_by', [(2, 'eval'), (4, 'train')])
+def test_a_diverged_run_stops_in_one_line_and_keeps_its_last_finite_checkpoint(shakespeare_slice, tmp_path,
+                                                                               monkeypatch, eval_interval, seen_by):
+    real_get_lr = train_module.get_lr
+    monkeypatch.setattr(train_module, 'get_lr', lambda it, cfg: float('nan') if it == 5 else real_get_lr(it, cfg))
+    with pytest.raises(UserError, match=f"nan at iteration 6: the run diverged .{tmp_path / 'ckpt.pt'} still holds "
+                                        "iteration 4"):  # step 5 poisons the weights; iteration 6 sees it
+        train_module.train(tiny_run(shakespeare_slice, tmp_path, eval_interval=eval_interval))
+    ckpt = load_checkpoint(tmp_path / 'ckpt.pt')
+    assert ckpt['iter_num'] == 4 and all(t.isfinite().all() for t in ckpt['model'].values() if t.is_floating_point())
+    last = log_records(tmp_path, seen_by)[-1]  # the evaluation at 6, or the train line of 6, is logged, then the stop
+    assert last['iter'] == 6 and math.isnan(last['val' if seen_by == 'eval' else 'loss'])
 
 
 def test_checkpoint_round_trip_gives_identical_logits(shakespeare_slice, tmp_path):
@@ -155,7 +174,9 @@ def bad_files(tmp_path):
             ('wrong shape', {**good, 'model': {**good['model'], 'transformer.wpe.weight': torch.ones(9, 8)}},
              ['does not hold a model', 'size mismatch', 'wpe']),
             ('bad model_args', {**good, 'model_args': {**good['model_args'], 'norm': 'batchnorm'}},
-             ['does not hold a model', 'batchnorm'])]:
+             ['does not hold a model', 'batchnorm']),
+            ('diverged', {**good, 'model': {**good['model'], 'transformer.h.0.mlp.c_fc.weight': torch.full(
+                (32, 8), float('nan'))}}, ['not finite', 'c_fc.weight', 'diverged'])]:
         torch.save(obj, tmp_path / f"{name.replace(' ', '_')}.pt")
         files[name] = (tmp_path / f"{name.replace(' ', '_')}.pt", None, words)
     for path, content, _ in files.values():
