@@ -29,6 +29,8 @@ def pick_dtype(dtype, device):
     """'auto' is bfloat16 on CUDA cards that have it, float16 on older ones, float32 elsewhere."""
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UserError(f"dtype={dtype!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    if dtype in ('bfloat16', 'float16') and not device.startswith('cuda'):  # else it would run float32 unsaid
+        raise UserError(f"dtype={dtype!r} is mixed precision on CUDA only: on {device} use float32 (or auto)")
     if dtype != 'auto' or not device.startswith('cuda'):
         return 'float32' if dtype == 'auto' else dtype
     return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'

@@ -15,6 +15,12 @@ def test_a_device_this_torch_lacks(script):
     assert_one_error_line(cli(script, *args, '--device=cuda'), "device='cuda'", 'sees no CUDA', '--device=cpu')
 
 
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_half_precision_off_cuda_is_refused_not_ignored(dtype):
+    assert_one_error_line(cli('train.py', 'config/taper.py', '--device=cpu', f'--dtype={dtype}'), f"dtype='{dtype}'",
+                          'CUDA only', 'float32')
+
+
 def test_a_device_that_is_no_device():
     assert_one_error_line(cli('sample.py', '--device=gpu7'), "device='gpu7' is not a device")
 
