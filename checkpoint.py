@@ -70,5 +70,5 @@ def load_model(path, device='cpu', need=('model_args', 'model')):
     broken = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
     if broken:
         raise UserError(f"{path} holds weights that are not finite (nan or inf, {broken[0]} among them): the run "
-                        "that wrote it diverged; use an earlier checkpoint")
+                        "that wrote it diverged; train it again (a lower --learning_rate, or a later --taper_start)")
     return model.to(device), ckpt

@@ -71,7 +71,7 @@ class TrainConfig:
     min_lr: float = 6e-5                 # the floor of the cosine
     # the gate (METHOD.md §4): 1 through taper_start (statistics collect, then calibrate), cosine to 0 at taper_end
     taper_start: int | None = None       # None: 20% of max_iters (or the end of lr warmup, if later)
-    taper_end: int | None = None         # None: 30% of max_iters after taper_start (50% of the run by default)
+    taper_end: int | None = None         # None: taper_start + 30% of max_iters, at most max_iters (50% by default)
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
@@ -81,7 +81,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.taper_start is None:  # measured on the main job: calibrating much earlier diverges (METHOD.md §4)
             self.taper_start = max(self.warmup_iters if self.decay_lr else 0, round(0.2 * self.max_iters))
-        if self.taper_end is None:  # the taper takes 30% of the run, however long the warmup (never a single step)
+        if self.taper_end is None:  # a late warmup moves the taper rather than squeezing it (one step collapses)
             self.taper_end = max(self.taper_start + 1,
                                  min(self.max_iters, self.taper_start + round(0.3 * self.max_iters)))
         validate(self)
@@ -128,10 +128,11 @@ def saved_config(values):
         return {}
     path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
-    for key in MODEL_KEYS:  # the model comes from the checkpoint: an override of its shape would go unheard
+    for key in MODEL_KEYS:  # the model comes from the checkpoint: a new value would go unheard
         if key in values and key in saved and values[key] != saved[key]:
-            raise UserError(f"--{key}={values[key]!r}, but {path} holds a model with {key}={saved[key]!r}: a resumed "
-                            "run keeps its model; drop the override, or start a new run in another --out_dir")
+            raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} started with "
+                            f"{key}={saved[key]!r}: a resumed run keeps its model; resume with only --init_from=resume "
+                            "and the keys that may change (max_iters, ...), or start a new run in another --out_dir")
     return {f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved and f.name != 'init_path'}
 
 
@@ -412,10 +413,10 @@ def train(cfg):
                 rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
                 parts_sum, last = {}, dict(t=time.time(), iter=iter_num)
-                if master:
+                if master:  # (under DDP the other ranks then wait until torchrun ends them)
                     print(log_line(rec, cfg.max_iters))
                     write_log(rec)
-                check_finite(rec['loss'], rec['iter'], ckpt_path, saved_at)
+                    check_finite(rec['loss'], rec['iter'], ckpt_path, saved_at)
     except KeyboardInterrupt:
         where = (f"{ckpt_path} holds iteration {saved_at}: continue with python train.py --init_from=resume "
                  f"--out_dir={cfg.out_dir}" if saved_at is not None else "no checkpoint was written yet")

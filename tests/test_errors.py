@@ -5,6 +5,9 @@ import pytest
 import torch
 from conftest import OFFLINE, assert_one_error_line, cli
 
+from configurator import UserError
+from runtime import pick_dtype
+
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
 
@@ -17,8 +20,11 @@ def test_a_device_this_torch_lacks(script):
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
 def test_half_precision_off_cuda_is_refused_not_ignored(dtype):
-    assert_one_error_line(cli('train.py', 'config/taper.py', '--device=cpu', f'--dtype={dtype}'), f"dtype='{dtype}'",
-                          'CUDA only', 'float32')
+    with pytest.raises(UserError, match=f"dtype='{dtype}'.*CUDA only"):
+        pick_dtype(dtype, 'cpu')
+    assert pick_dtype('auto', 'cpu') == pick_dtype('float32', 'cpu') == 'float32'
+    assert_one_error_line(cli('train.py', 'config/taper.py', '--device=cpu', f'--dtype={dtype}', '--max_iters=1',
+                              '--warmup_iters=0', '--eval_iters=1'), f"dtype='{dtype}'", 'CUDA only', 'float32')
 
 
 def test_a_device_that_is_no_device():

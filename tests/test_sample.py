@@ -41,8 +41,8 @@ def test_kv_cache_logits_match_the_full_forward(kind):
     assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize('kind', MODELS)
-@pytest.mark.parametrize('prompt_len,new', [(3, 12), (5, 30)])  # within block_size 16, and past it (cropping)
+@pytest.mark.parametrize('kind', MODELS)  # prompts within block_size 16, growing past it (cropping), filling it, longer
+@pytest.mark.parametrize('prompt_len,new', [(3, 12), (5, 30), (16, 4), (20, 4)])
 def test_cached_and_uncached_greedy_tokens_agree(kind, prompt_len, new):
     model = MODELS[kind]()
     idx = torch.randint(V, (2, prompt_len), generator=torch.Generator().manual_seed(0))

@@ -6,7 +6,7 @@ import os
 import statistics
 
 import pytest
-from conftest import REPO, stop_training_at
+from conftest import stop_training_at
 
 import report
 import sweep
@@ -138,13 +138,16 @@ def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(sh
     assert log.read_text().count('\n') == lines
 
 
-def test_the_bench_table_and_the_training_cost_sentence():
-    record = dict(device='cpu', torch='2.x', dtype='float32', commit='abc', config=dict(repeats=20, iters=1), ratios=[
+def bench_record():
+    return dict(device='cpu', torch='2.x', dtype='float32', commit='abc', config=dict(repeats=20, iters=1), ratios=[
         dict(mode='last', compiled=False, B=1, T=128, ratio='folded/none', value=0.995),
         dict(mode='last', compiled=True, B=1, T=128, ratio='folded/none', value=2.0),     # compiled: another table
         dict(mode='train', compiled=False, B=4, T=128, ratio='taper/layernorm', value=1.25),
         dict(mode='train', compiled=False, B=4, T=128, ratio='blend/layernorm', value=0.8)])
-    table = report.bench_table(record)
+
+
+def test_the_bench_table_and_the_training_cost_sentence():
+    table = report.bench_table(bench_record())
     assert "| last | 1 | 128 |  |  | 0.995 |  |  |" in table and '2.000' not in table
     assert "the minimum of 20 interleaved repeats" in table
     assert "takes 0.800x LayerNorm's time, and 1.250x while tapering" in table          # time = 1 / tok/s ratio
@@ -153,8 +156,10 @@ def test_the_bench_table_and_the_training_cost_sentence():
 def test_the_readme_speed_table_is_regenerated_from_the_bench_record_alone(tmp_path):
     readme = tmp_path / 'README.md'
     readme.write_text("intro\n<!-- report:bench -->\nold table\n<!-- /report:bench -->\nend\n")
+    bench = tmp_path / 'bench.txt'
+    bench.write_text("the table bench.py prints first\n" + json.dumps(bench_record()) + "\n")
     report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'no-sweep'), out=str(tmp_path / 'out'),
-                                    bench=os.path.join(REPO, 'results', 'bench_cpu.json'), readme=str(readme)))
+                                    bench=str(bench), readme=str(readme)))
     text = readme.read_text()
     assert 'old table' not in text and '| last | 1 | 128 |' in text and text.endswith('end\n')
     assert not (tmp_path / 'out').exists()                      # no sweep: no runs.csv, tables or plots
