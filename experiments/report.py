@@ -49,12 +49,12 @@ def read_log(path):
 
 
 def load_runs(sweep_dir):
-    """One row per finished run under sweep_dir (the eval at max_iters is logged), with its curves under 'log'."""
+    """One row per finished run under sweep_dir (its 'done' record is logged), with its curves under 'log'."""
     rows = []
     for path in sorted(glob.glob(os.path.join(sweep_dir, '*', 'log.jsonl'))):
         run = read_log(path)
         cfg = run['header']['config']
-        if cfg['max_iters'] not in run['eval']:
+        if run['done'] is None:  # stopped early: interrupted, or diverged (its last evaluation may be logged)
             continue
         last = run['train'][max(run['train'])]
         rows.append(dict(variant=os.path.basename(os.path.dirname(path)).rsplit('-lr', 1)[0],

@@ -51,6 +51,10 @@ def test_a_resumed_log_is_read_with_the_later_segment_winning(tmp_path):
     write_log(tmp_path / 'rmsnorm-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100, 20), (10, 0, 15)))
     assert 20 not in report.read_log(tmp_path / 'rmsnorm-lr0.001-s1' / 'log.jsonl')['eval']
     assert [r['variant'] for r in report.load_runs(tmp_path)] == ['layernorm']
+    # a run that diverged at its final evaluation: train.py logs that evaluation, then stops without 'done'
+    write_log(tmp_path / 'taper_ln-lr0.001-s1', 1e-3, 1, float('nan'), segments=((None, 0, 20),))
+    assert 20 in report.read_log(tmp_path / 'taper_ln-lr0.001-s1' / 'log.jsonl')['eval']
+    assert [r['variant'] for r in report.load_runs(tmp_path)] == ['layernorm']
 
 
 def synthetic_sweep(root):
