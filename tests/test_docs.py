@@ -41,16 +41,16 @@ def test_the_readme_quotes_the_measured_line_counts():
         in readme, sizes
     assert sizes['README.md'] <= lines.BUDGET['README.md']
     assert {'model.py', 'train.py', 'configurator.py', 'checkpoint.py', 'runtime.py'} <= set(path)
-    code = sum(lines.kinds(f)['code'] for f in path)
-    assert f"({code:,} of them code" in readme, code
-    assert sum(sum(lines.kinds(f).values()) for f in path) == sizes['reading path']   # every line has one kind
+    split = lines.kinds(path)
+    assert f"({split['code']:,} of them code" in readme, split
+    assert sum(split.values()) == sizes['reading path']   # every line has one kind
 
 
 def test_the_line_kinds_tell_code_from_docstrings_comments_and_blanks(tmp_path):
     src = tmp_path / 'x.py'
     src.write_text('"""A module\ndocstring."""\n\n# a comment\nx = 1  # code with a comment\n\n\n'
                    'def f():\n    """One line."""\n    return (x +\n            1)\n')
-    assert lines.kinds(str(src)) == dict(code=4, docstring=3, comment=1, blank=3)
+    assert lines.kinds([str(src)]) == dict(code=4, docstring=3, comment=1, blank=3)
 
 
 def test_no_line_over_120_characters():
