@@ -380,9 +380,10 @@ class GPT(nn.Module):
         falls back to re-reading the last block_size tokens each step (nanoGPT's cropping): the window
         slides, every token's position changes, and the cached keys no longer apply.
         """
-        cache, p = None, self.lm_head.weight
+        cache = None
         if use_cache and idx.size(1) < self.config.block_size:  # a longer prompt crops from the start
-            cache = KVCache(self.config, idx.size(0), self.config.block_size, p.device, p.dtype)
+            w = self.lm_head.weight
+            cache = KVCache(self.config, idx.size(0), self.config.block_size, w.device, w.dtype)
         step_input = idx
         for _ in range(max_new_tokens):
             if cache is not None and cache.pos + step_input.size(1) > self.config.block_size:
