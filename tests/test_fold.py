@@ -1,5 +1,5 @@
 """
-fold.py (PAPER.md section 7): on tiny float64 models with random, non-identity gamma_t, beta and c, the folded
+fold.py (METHOD.md §7): on tiny float64 models with random, non-identity gamma_t, beta and c, the folded
 model computes what the g = 0 model computes, holds no norm in its blocks, and leaves its input untouched.
 """
 import itertools

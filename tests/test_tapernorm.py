@@ -1,4 +1,4 @@
-"""PAPER.md sections 2-3: TaperNorm is the ordinary norm at g = 1, a fixed linear map at g = 0, a convex mix
+"""METHOD.md §2-§3: TaperNorm is the ordinary norm at g = 1, a fixed linear map at g = 0, a convex mix
 between, and c is the EMA ratio that best matches the two branches."""
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """The training loop: a small TaperNorm GPT trains on real Shakespeare through the whole gate schedule, and the
-loop's own rules hold: calibration sees the step at taper_start, the anchor is silent until then, weight decay
-touches matrices only, and accumulated micro-steps take the step one batch of them would."""
+loop's own rules hold: calibration sees the step at taper_start, weight decay touches matrices only, accumulated
+micro-steps take the step one batch of them would, and a loss that is not finite stops the run."""
 import json
 import math
 import os
@@ -61,25 +61,6 @@ def test_calibration_includes_the_step_at_taper_start(shakespeare_slice, tmp_pat
     assert seen == [4]                                                  # steps 0, 1, 2 and 3 itself
 
 
-def test_the_anchor_is_exactly_zero_with_no_gradient_until_s_tgt_is_frozen():
-    torch.manual_seed(0)
-    anchored = GPT(GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=24, norm='none',
-                             anchor_lambda=0.1))
-    plain = GPT(GPTConfig(**{**vars(anchored.config), 'anchor_lambda': 0.0}))
-    plain.load_state_dict(anchored.state_dict())
-    x = torch.randint(0, 37, (2, 16))
-    _, loss, parts = anchored(x, x)
-    _, plain_loss, _ = plain(x, x)
-    assert parts['anchor'].item() == 0.0 and torch.equal(loss, plain_loss)
-    loss.backward()
-    plain_loss.backward()
-    for (name, p), q in zip(anchored.named_parameters(), plain.parameters()):
-        assert torch.equal(p.grad, q.grad), name                        # the anchor adds no gradient at all
-    anchored.update_calibration()
-    anchored.calibrate()                                                # s_tgt frozen: now the anchor pulls
-    assert anchored(x, x)[2]['anchor'].item() > 0
-
-
 def test_weight_decay_falls_on_matrices_only():
     model = GPT(GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=24, bias=True, taper='all'))
     decay, no_decay = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups
@@ -119,6 +100,13 @@ def test_a_compiled_model_returns_a_loss_with_a_graph():
     _, loss, _ = torch.compile(m)(x, x)
     loss.backward()
     assert m.lm_head.weight.grad is not None and m.lm_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('loss', [float('nan'), float('inf'), -float('inf')])
+def test_a_loss_that_is_not_finite_stops_the_run(loss):
+    with pytest.raises(train_module.UserError, match=f'the loss is {loss} at iteration 7: the run diverged'):
+        train_module.check_finite(loss, 7, 'out/ckpt.pt', 5)
+    train_module.check_finite(1e30, 7, 'out/ckpt.pt', 5)                # large but finite is no divergence
 
 
 def test_get_batch_refuses_a_file_shorter_than_one_window(tmp_path):
