@@ -198,6 +198,18 @@ def test_the_loader_names_the_file_and_what_is_wrong(tmp_path):
             assert word in message, (name, message)
 
 
+@pytest.mark.parametrize('buffer', ['transformer.h.0.ln_1.c', 'transformer.h.0.ln_2.ema', 'transformer.ln_f.c',
+                                    's_tgt', 's_ema'])
+def test_the_loader_refuses_run_state_that_is_not_finite(tmp_path, buffer):
+    """c, the EMAs, s_tgt and the gate are buffers, not parameters: a nan there is refused like one in a weight."""
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8, taper='all', anchor_lambda=0.1))
+    state = model.state_dict()
+    state[buffer] = torch.full_like(state[buffer], float('nan'))
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=state, config={}), tmp_path / 'ckpt.pt')
+    with pytest.raises(UserError, match=f"not finite \\(nan or inf, {re.escape(buffer)} among them\\)"):
+        load_model(tmp_path / 'ckpt.pt')
+
+
 @pytest.mark.parametrize('script,arg', [('sample.py', '--ckpt='), ('fold.py', '--ckpt=')])
 def test_scripts_refuse_bad_checkpoints_in_one_line(tmp_path, script, arg):
     for name in ('truncated', 'needs code', 'missing weight'):

@@ -47,6 +47,16 @@ def test_values_are_typed():
     assert cfg.taper_start == round(0.2 * cfg.max_iters)                      # None: the documented default
 
 
+@pytest.mark.parametrize('text,value', [('false', False), ('False', False), ('FALSE', False), ('true', True),
+                                        ('True', True), ('0', None), ('1', None)])
+def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
+    if value is None:                                                   # 0 and 1 are ints, not bools: refused
+        with pytest.raises(UserError, match='compile must be bool'):
+            parse_config(TrainConfig, [f'--compile={text}'])
+    else:
+        assert parse_config(TrainConfig, [f'--compile={text}']).compile is value
+
+
 @pytest.mark.parametrize('args,words', [
     (['--max_iters=1.5'], ['max_iters', 'int']),
     (['--compile=maybe'], ['compile', 'bool']),

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from checkpoint import KIND
 from configurator import UserError, parse_config
 from fold import fold_model
-from model import GPT, GPTConfig, KVCache
+from model import GPT, GPTConfig, KVCache, sample_next
 from sample import SampleConfig, main as sample_main
 from tests.test_fold import V, one_thread, tapered_model  # noqa: F401 (one_thread: an autouse fixture)
 
@@ -59,6 +59,28 @@ def test_generate_uses_the_cache_until_the_window_slides(monkeypatch):
     model.generate(torch.zeros(1, 3, dtype=torch.long), 16, temperature=0)
     # a 3-token prefill, one token per step until the block's 16 positions are full, then cropped windows of 16
     assert seen == [3] + [1] * 13 + [16] * 2
+
+
+def drawn(logits, **options):
+    """The set of tokens sample_next draws from one row of logits, over 4,000 draws (seeded): every token left
+    with a probability above 1% is all but certain to appear (missed with probability below e^-40)."""
+    torch.manual_seed(0)
+    return set(sample_next(torch.tensor([logits]).expand(4000, -1), **options).flatten().tolist())
+
+
+def test_top_k_keeps_exactly_the_k_most_likely_tokens():
+    logits = [3.0, 2.0, 1.0, 0.0, -1.0]                                # probabilities 0.64 ... 0.012
+    assert drawn(logits, top_k=1) == {0}
+    assert drawn(logits, top_k=2) == {0, 1}                            # the k-th token stays
+    assert drawn(logits, top_k=5) == drawn(logits) == {0, 1, 2, 3, 4}
+
+
+def test_top_p_keeps_the_smallest_set_of_tokens_that_reaches_top_p():
+    logits = torch.tensor([0.6, 0.3, 0.1]).log().tolist()
+    assert drawn(logits, top_p=0.5) == {0}                             # 0.6 alone reaches 0.5
+    assert drawn(logits, top_p=0.8) == {0, 1}                          # the token that crosses 0.8 stays
+    assert drawn(logits, top_p=1.0) == {0, 1, 2}
+    assert drawn(logits, top_k=1, top_p=1.0) == {0}                    # the two trims compose
 
 
 # ----------------------------------------------------------------------------------------------
