@@ -1,11 +1,12 @@
 """
-The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm among the choices.
+The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
 
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
 runs: the training loop drives it through three calls,
-    set_gate(g)           the one global gate g in [0, 1] (§4)
-    update_calibration()  once per optimizer step while g = 1: EMAs of the calibration statistics (§3)
-    calibrate()           at taper_start: c <- c*, gamma_t <- gamma, s_tgt frozen (§3, §6)
+    set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
+    update_calibration()  once per optimizer step: EMAs of the calibration statistics of every norm still
+                          collecting, and c <- c*, gamma_t <- gamma from them (§3)
+    calibrate()           at taper_start: collecting stops (FakeLN: at each norm's removal), s_tgt frozen (§6)
 and the forward pass, which returns logits, the loss and its parts.
 """
 import math
@@ -18,6 +19,8 @@ from torch.nn import functional as F
 
 NORMS = ('layernorm', 'rmsnorm', 'none')
 TAPERS = ('off', 'internal', 'all')
+REMOVALS = ('taper', 'fakeln')
+FAKELN_DECAY = 0.9  # FakeLN's EMA momentum (their code's), applied per optimizer step rather than per forward
 
 
 @dataclass
@@ -31,6 +34,7 @@ class GPTConfig:
     bias: bool = True           # biases in Linear layers and LayerNorms (nanoGPT's switch)
     norm: str = 'layernorm'     # 'layernorm' | 'rmsnorm' | 'none' (identity in every ln_* slot)
     taper: str = 'off'          # 'off' | 'internal' (ln_1, ln_2 taper; ln_f stays) | 'all' (ln_f too)
+    removal: str = 'taper'      # how those norms go: 'taper' (one global cosine gate) | 'fakeln' (one at a time)
     anchor_lambda: float = 0.0  # weight of the scale-anchor loss (§6); 0 turns it off
     anchor_target: float = 0.0  # fixed s_tgt; 0 means: calibrate it from an EMA at taper_start
     ema_decay: float = 0.99     # decay of the calibration EMAs (§3)
@@ -42,6 +46,9 @@ class GPTConfig:
         for bad, why in [
                 (self.norm not in NORMS, f"norm={self.norm!r} is not one of {NORMS}"),
                 (self.taper not in TAPERS, f"taper={self.taper!r} is not one of {TAPERS}"),
+                (self.removal not in REMOVALS, f"removal={self.removal!r} is not one of {REMOVALS}"),
+                (self.removal == 'fakeln' and self.taper == 'off', "removal='fakeln' removes the norms that taper "
+                                                                   "selects: set taper='internal' or 'all'"),
                 (self.taper != 'off' and self.norm == 'none',
                  "taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'"),
                 (self.folded and self.taper == 'off', "folded=True describes a model with taper='internal' or 'all'"),
@@ -97,8 +104,8 @@ class TaperNorm(Norm):
     §2: y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t              (RMS)
                                              L(h) = c * (h - mu) * gamma_t + beta  (LayerNorm; beta shared)
     The mode is a Python value set by GPT.set_gate, so each of the three graphs is its own:
-      'norm'   g = 1: exactly N(h); before calibration gamma_t is never touched (no gradient),
-               and in training the calibration statistics are accumulated.
+      'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it only follows gamma until calibration),
+               and in training, until calibration, the calibration statistics are accumulated.
       'blend'  0 < g < 1: the convex mix.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
     """
@@ -135,6 +142,20 @@ class TaperNorm(Norm):
             h = h - h.mean(-1, keepdim=True)
         hg2 = (h * self.weight.detach().to(h.dtype)).pow(2).sum(-1)        # (B, T)
         self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
+
+
+class FakeLN(TaperNorm):
+    """
+    §11, FakeLN (Baroni et al. 2025): the norm stays whole until its own removal step, then is replaced by
+    L(h) = (h - mu) / sigma_avg * gamma + beta  (RMS: h / r_avg * gamma), sigma_avg the average per-token scale
+    of the tokens it saw last, frozen at removal. That is TaperNorm's linear branch with c = 1 / sigma_avg and
+    gamma_t = gamma, so it folds the same way; GPT.set_gate switches these norms one at a time, never blends.
+    """
+    def accumulate(self, x):
+        """Sums for c = E[1] / E[s(h)]: the same EMA ratio as TaperNorm's c, so its bias corrections cancel too."""
+        scale = per_token_scale(x.detach().to(self.acc.dtype), self.kind, self.eps)  # (B, T)
+        tokens = scale.new_tensor(scale.numel())
+        self.acc += torch.stack([tokens, scale.sum(), tokens])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +202,7 @@ class MLP(nn.Module):
 def make_norm(config, tapered):
     if config.norm == 'none' or (tapered and config.folded):
         return Identity()
-    cls = TaperNorm if tapered else Norm
+    cls = Norm if not tapered else FakeLN if config.removal == 'fakeln' else TaperNorm
     return cls(config.n_embd, config.norm, config.bias, config.norm_eps)
 
 
@@ -258,7 +279,11 @@ class GPT(nn.Module):
         return n_params - self.transformer.wpe.weight.numel() if non_embedding else n_params
 
     def taper_norms(self):
-        return [m for m in self.modules() if isinstance(m, TaperNorm)]
+        """The norms that go away (TaperNorm or FakeLN), in FakeLN's order of removal (§11): every block's ln_2
+        from the first block on, then every ln_1, then ln_f if it tapers."""
+        blocks, ln_f = self.transformer.h, self.transformer.ln_f
+        norms = [b.ln_2 for b in blocks] + [b.ln_1 for b in blocks] + [ln_f]
+        return [m for m in norms if isinstance(m, TaperNorm)]
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on matrices only, never on gamma, gamma_t, beta or other biases (all 1-d)."""
@@ -266,6 +291,15 @@ class GPT(nn.Module):
         groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
                   {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+
+    def load_weights(self, weights):
+        """Trained weights (no run state) into this fresh model. Only what a new run starts fresh may be missing: the
+        run-state buffers, gamma_t, and lm_head (tied to wte); anything else missing or unexpected is refused."""
+        missing, unexpected = self.load_state_dict(weights, strict=False)
+        fresh = {n for n, _ in self.named_buffers()} | {n for n, _ in self.named_parameters() if 'weight_t' in n}
+        wrong = [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected
+        if wrong:
+            raise ValueError(f"the weights do not fit this GPT: {wrong[:5]} (of {len(wrong)} names)")
 
     @classmethod
     def from_checkpoint(cls, ckpt):
@@ -286,13 +320,18 @@ class GPT(nn.Module):
         if not 0.0 <= g <= 1.0:
             raise ValueError(f"gate must lie in [0, 1], got {g}")
         if g < 1.0 and not calibrated and self.taper_norms():
-            raise RuntimeError("the gate can only leave 1 after calibrate() has frozen c and copied gamma_t")
+            raise RuntimeError("the gate can only leave 1 after calibrate() has ended the calibration statistics")
         self.gate.fill_(g)
         # training forwards feed the calibration EMAs until calibrate(), and only if something needs them
         self.collecting = not calibrated and self.config.calibrates
-        for m in self.taper_norms():
-            m.mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
-            m.collecting = self.collecting
+        norms = self.taper_norms()
+        removed = round((1 - g) * len(norms))   # FakeLN: g is the share of its norms still on, the rest are off
+        for i, m in enumerate(norms):
+            if isinstance(m, FakeLN):            # each collects until its removal, which freezes its c
+                m.mode, m.collecting = ('linear', False) if i < removed else ('norm', True)
+            else:
+                m.mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
+                m.collecting = self.collecting
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -301,34 +340,36 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def update_calibration(self):
-        """Once per optimizer step while collecting: fold this step's token means into the EMAs."""
-        if not self.collecting:
+        """Once per optimizer step: fold this step's token means into the EMAs of every norm still collecting and
+        set its c <- c* = EMA(num) / EMA(den) (the bias corrections cancel) and gamma_t <- gamma, so that both
+        hold their last values once collecting stops: at calibrate(), or at a FakeLN norm's removal."""
+        norms = [m for m in self.taper_norms() if m.collecting]
+        if not norms and not self.collecting:
             return
-        norms = self.taper_norms()
         accs = torch.cat([m.acc for m in norms] + [self.s_acc])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(accs)  # every rank sees the global token means, so all calibrate alike
-        d = self.config.ema_decay
         for i, m in enumerate(norms):
             num, den, n = accs[3 * i: 3 * i + 3]
+            d = FAKELN_DECAY if isinstance(m, FakeLN) else self.config.ema_decay
             m.ema.mul_(d).add_((1 - d) * torch.stack([num / n, den / n]))
+            m.c.copy_(m.ema[0] / m.ema[1])
+            m.weight_t.copy_(m.weight)
             m.acc.zero_()
         s_sum, s_n = accs[-2:]
         if s_n > 0:
-            self.s_ema.mul_(d).add_((1 - d) * s_sum / s_n)
+            self.s_ema.mul_(self.config.ema_decay).add_((1 - self.config.ema_decay) * s_sum / s_n)
         self.s_acc.zero_()
         self.ema_steps += 1
 
     @torch.no_grad()
     def calibrate(self):
-        """At taper_start: c <- c* (EMA ratio; bias corrections cancel), gamma_t <- gamma, s_tgt frozen."""
+        """At taper_start: the TaperNorms stop collecting (c and gamma_t keep the values update_calibration last
+        gave them), s_tgt is frozen, and the gate may leave 1."""
         if bool(self.calibrated):
             raise RuntimeError("calibrate() was already called on this model")
         if self.collecting and int(self.ema_steps) == 0:
             raise RuntimeError("calibrate() needs at least one update_calibration() step of statistics")
-        for m in self.taper_norms():
-            m.c.copy_(m.ema[0] / m.ema[1])
-            m.weight_t.copy_(m.weight)
         if self.config.calibrated_anchor:
             bias_correction = 1 - self.config.ema_decay ** int(self.ema_steps)
             self.s_tgt.copy_(self.s_ema / bias_correction)
@@ -443,13 +484,7 @@ class GPT(nn.Module):
             raise ValueError("the checkpoint's lm_head is not tied to wte, as this GPT's is")
         # GPT-2's Conv1D stores W as (in, out); nn.Linear wants (out, in)
         conv1d = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-        missing, unexpected = model.load_state_dict({k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()},
-                                                    strict=False)
-        # what GPT-2 lacks keeps its fresh value: the run-state buffers, gamma_t, and lm_head (tied to wte)
-        fresh = {n for n, _ in model.named_buffers()} | {n for n, _ in model.named_parameters() if 'weight_t' in n}
-        wrong = [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected
-        if wrong:
-            raise ValueError(f"the GPT-2 weights do not fit this GPT: {wrong[:5]} (of {len(wrong)} names)")
+        model.load_weights({k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()})
         return model
 
 

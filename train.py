@@ -3,6 +3,7 @@ Train a GPT, tapering its norms away as it trains (METHOD.md §4). On one device
 $ python train.py config/taper.py
 $ python train.py config/taper.py --batch_size=32 --compile
 $ python train.py --init_from=resume --out_dir=out-taper     # continue a run exactly where it stopped
+$ python train.py config/finetune_taper.py                   # a new run from a trained model's weights
 On many GPUs, with DDP:
 $ torchrun --standalone --nproc_per_node=8 train.py config/owt_taper.py
 `python train.py --help` lists every key, its default and what it means.
@@ -37,7 +38,7 @@ class TrainConfig:
     eval_iters: int = 200                # batches per split in an evaluation
     eval_only: bool = False              # evaluate once, then exit
     always_save_checkpoint: bool = True  # save at every evaluation, else only when val loss improves
-    init_from: str = 'scratch'           # 'scratch', 'resume' (out_dir/ckpt.pt) or 'gpt2', 'gpt2-medium', -large, -xl
+    init_from: str = 'scratch'           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2[-medium|..]' or a ckpt.pt to tune
     init_path: str | None = None         # with init_from='gpt2*': a local save_pretrained folder or weights file
     wandb_log: bool = False              # also log to Weights & Biases (pip install wandb)
     wandb_project: str = 'nanotaper'     # its project
@@ -56,6 +57,7 @@ class TrainConfig:
     bias: bool = False                   # biases in Linear layers and LayerNorms
     norm: str = 'layernorm'              # 'layernorm', 'rmsnorm' or 'none' (identity in every norm slot)
     taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
+    removal: str = 'taper'               # how they go: 'taper' (one cosine gate) or 'fakeln' (one at a time, §11)
     anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
     anchor_target: float = 0.0           # a fixed s_tgt; 0 calibrates it at taper_start
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
@@ -102,8 +104,9 @@ def validate(cfg):
             (cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters,
              f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}"),
             (not 0.0 <= cfg.dropout < 1.0, f"dropout={cfg.dropout} must lie in [0, 1)"),
-            (cfg.init_from not in ('scratch', 'resume') and not gpt2,
-             f"init_from={cfg.init_from!r} must be 'scratch', 'resume' or 'gpt2[-medium|-large|-xl]'"),
+            (cfg.init_from not in ('scratch', 'resume') and not gpt2 and not cfg.init_from.endswith('.pt'),
+             f"init_from={cfg.init_from!r} must be 'scratch', 'resume', 'gpt2[-medium|-large|-xl]' or the path of "
+             "a checkpoint (ending in .pt)"),
             (gpt2 and cfg.norm != 'layernorm', f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs "
                                                "norm='layernorm'"),
             (gptconf.calibrates and not schedule_ok,
@@ -114,8 +117,8 @@ def validate(cfg):
             raise ValueError(why)
 
 
-MODEL_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'norm', 'taper', 'anchor_lambda',
-              'anchor_target')  # the keys of a run that its model holds (GPTConfig), fixed once it starts
+SHAPE_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'norm')  # what a fine-tune keeps of its source
+MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target')  # fixed once a run starts
 
 
 def model_config(cfg, vocab_size):
@@ -123,8 +126,13 @@ def model_config(cfg, vocab_size):
 
 
 def saved_config(values):
-    """Under --init_from=resume, the run's own saved config: the base beneath the command line's values."""
-    if values.get('init_from') != 'resume':
+    """The base beneath the command line's values: under --init_from=resume the run's own saved config; from a
+    checkpoint (a fine-tune), the shape and norm of the model it holds."""
+    init_from = values.get('init_from', '')
+    if init_from.endswith('.pt'):
+        args = load_checkpoint(init_from, mmap=True)['model_args']
+        return {key: args[key] for key in SHAPE_KEYS if key in args}
+    if init_from != 'resume':
         return {}
     path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
@@ -154,10 +162,15 @@ def get_lr(it, cfg):
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
-def get_gate(it, taper_start, taper_end):
-    """METHOD.md §4: 1 through taper_start, a half cosine down to 0 at taper_end, then 0."""
+def get_gate(it, taper_start, taper_end, removals=0):
+    """METHOD.md §4: 1 through taper_start, a half cosine down to 0 at taper_end, then 0. FakeLN (§11) removes its
+    `removals` norms one at a time instead, norm i from iteration taper_start + ceil((i + 1) * (taper_end -
+    taper_start) / removals) on, and g is the share of them still on: a staircase from 1 to 0 at taper_end."""
     if not 0 <= taper_start < taper_end:
         raise ValueError(f"need 0 <= taper_start < taper_end, got {taper_start}, {taper_end}")
+    if removals:
+        window = taper_end - taper_start
+        return 1.0 - sum(it >= taper_start + math.ceil((i + 1) * window / removals) for i in range(removals)) / removals
     if it <= taper_start:
         return 1.0
     if it >= taper_end:
@@ -252,12 +265,15 @@ def setup_processes(cfg):
 
 
 def init_model(cfg, data_dir):
-    """(model, checkpoint or None): from scratch, from GPT-2's weights, or resumed with all it needs to go on."""
+    """(model, checkpoint or None, source or None): from scratch, from GPT-2's weights, from a checkpoint's weights
+    (a fine-tune; the source says which), or resumed with all it needs to go on."""
     if cfg.init_from == 'resume':
         path = os.path.join(cfg.out_dir, 'ckpt.pt')
-        return load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss'))
+        return *load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss')), None
+    if cfg.init_from.endswith('.pt'):
+        return finetune_model(cfg, data_dir)
     if not cfg.init_from.startswith('gpt2'):
-        return GPT(model_config(cfg, read_vocab_size(data_dir))), None
+        return GPT(model_config(cfg, read_vocab_size(data_dir))), None, None
     override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
                     anchor_target=cfg.anchor_target)  # GPT-2 fixes the shape; the taper and dropout are the run's
     try:
@@ -269,7 +285,29 @@ def init_model(cfg, data_dir):
         raise UserError(str(e)) from None
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
-    return model, None
+    return model, None, None
+
+
+def finetune_model(cfg, data_dir):
+    """(model, None, source): a new run's model holding the weights of the baseline at cfg.init_from, with its own
+    run state (gate 1, nothing calibrated) and this run's taper, removal, anchor and dropout."""
+    source, ckpt = load_model(cfg.init_from)
+    args, vocab_size = source.config, read_vocab_size(data_dir)
+    changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
+    for bad, why in [
+            (args.folded, "it holds a folded model: fine-tune the checkpoint it was folded from"),
+            (args.taper != 'off', f"its model already tapers (taper={args.taper!r}): start from a baseline's "
+                                  "checkpoint (taper='off'), or continue that run with --init_from=resume"),
+            (changed, f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
+                      f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's "
+                      "shape and norm (drop those keys, or train from scratch)"),
+            (args.vocab_size != vocab_size, f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} "
+                                            f"{vocab_size}: fine-tune on data in the model's own vocabulary")]:
+        if bad:
+            raise UserError(f"init_from={cfg.init_from}: {why}")
+    model = GPT(model_config(cfg, vocab_size))
+    model.load_weights(dict(source.named_parameters()))
+    return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))
 
 
 def open_log(cfg, resumed_at, **header):
@@ -329,7 +367,7 @@ def train(cfg):
 
     # the model, its optimizer and the mixed-precision scaler: fresh, or exactly as the checkpoint left them
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model, ckpt = init_model(cfg, data_dir)
+    model, ckpt, source = init_model(cfg, data_dir)
     device_type = device.split(':')[0]
     optimizer = model.to(device).configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                       device_type)
@@ -351,16 +389,17 @@ def train(cfg):
     ckpt_path, saved_at = os.path.join(cfg.out_dir, 'ckpt.pt'), resumed_at
     if master:
         write_log = open_log(cfg, resumed_at, device=device_name(device), dtype=dtype, world_size=world_size,
-                             model_args=asdict(gptconf))
+                             model_args=asdict(gptconf), source=source)
 
     # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
     # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
+    removals = len(raw_model.taper_norms()) if gptconf.removal == 'fakeln' else 0  # FakeLN: one at a time
     summary, t_start = dict(evals=[]), time.time()
     last, parts_sum = dict(t=time.time(), iter=iter_num), {}
     try:
         while True:
             if gptconf.taper != 'off':  # a model with nothing to taper keeps g = 1 (its gate is unused)
-                raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
+                raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end, removals))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses, gate = estimate_loss(raw_model, cfg, data_dir, device, ctx), raw_model.gate.item()
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
@@ -402,9 +441,9 @@ def train(cfg):
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
-            raw_model.update_calibration()          # while g = 1: this step's statistics into the EMAs
+            raw_model.update_calibration()          # this step's statistics into the EMAs; c <- c*, gamma_t <- gamma
             if iter_num == cfg.taper_start:
-                raw_model.calibrate()               # c <- c*, gamma_t <- gamma, s_tgt frozen
+                raw_model.calibrate()               # c and gamma_t frozen (FakeLN: each at its removal), s_tgt too
             iter_num += 1
 
             # log the mean over the iterations since the last line (the .item() calls sync the device)

@@ -17,7 +17,7 @@ from fold import FoldConfig, fold_model, fold_norm_into_linear, main as fold_mai
 from model import GPT, GPTConfig, Norm
 
 V = 23
-FOLDABLE = list(itertools.product(('rmsnorm', 'layernorm'), ('internal', 'all'), (False, True)))
+FOLDABLE = list(itertools.product(('rmsnorm', 'layernorm'), ('internal', 'all'), (False, True), ('taper', 'fakeln')))
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -29,12 +29,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tapered_model(norm='layernorm', taper='internal', bias=False, gate=0.0, seed=0):
+def tapered_model(norm='layernorm', taper='internal', bias=False, gate=0.0, seed=0, removal='taper'):
     """A tiny float64 model at `gate` with every 1-d parameter and every c random, weights large enough that
-    logits reach O(1) and the residual stream has a mean far from 0 (so LayerNorm's centring matters)."""
+    logits reach O(1) and the residual stream has a mean far from 0 (so LayerNorm's centring matters). FakeLN
+    (removal='fakeln') at gate 0 has removed every norm it removes."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(block_size=16, vocab_size=V, n_layer=2, n_head=2, n_embd=12, bias=bias, norm=norm,
-                          taper=taper)).double()
+                          taper=taper, removal=removal if taper != 'off' else 'taper')).double()
     if taper != 'off':
         idx = torch.randint(V, (2, 16))
         model.train()
@@ -70,9 +71,10 @@ def test_fold_norm_into_linear_matches_norm_then_linear():
         assert torch.equal(t, t0)
 
 
-@pytest.mark.parametrize('norm,taper,bias', FOLDABLE)
-def test_fold_is_exact_in_float64(norm, taper, bias):
-    model = tapered_model(norm, taper, bias)
+@pytest.mark.parametrize('norm,taper,bias,removal', FOLDABLE)
+def test_fold_is_exact_in_float64(norm, taper, bias, removal):
+    model = tapered_model(norm, taper, bias, removal=removal)
+    assert all(m.mode == 'linear' for m in model.taper_norms())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_model(model)
 

@@ -85,6 +85,7 @@ def test_calibration_matches_a_hand_computed_ema_ratio(kind):
     tn.register_forward_pre_hook(lambda mod, args: seen_in.append(args[0].detach().double()))
     m.transformer.ln_f.register_forward_pre_hook(lambda mod, args: seen_h.append(args[0].detach().double()))
     m.train()
+    assert not torch.equal(tn.weight_t, tn.weight)                      # gamma_t starts at ones
     ema_num = ema_den = ema_s = 0.0
     gamma = tn.weight.detach().double()
     for step in range(3):
@@ -104,12 +105,18 @@ def test_calibration_matches_a_hand_computed_ema_ratio(kind):
             hf = hf - hf.mean(-1, keepdim=True)
         ema_s = 0.99 * ema_s + 0.01 * torch.sqrt(hf.pow(2).mean(-1) + EPS).mean().item()
         m.update_calibration()
-    assert not torch.equal(tn.weight_t, tn.weight)
     m.calibrate()
     assert tn.c.item() == pytest.approx(ema_num / ema_den, rel=1e-5)
     assert m.s_tgt.item() == pytest.approx(ema_s / (1 - 0.99 ** 3), rel=1e-5)
     assert torch.equal(tn.weight_t, tn.weight)                          # gamma_t is a copy of gamma
     assert tn.weight_t.data_ptr() != tn.weight.data_ptr()
+    frozen = tn.c.clone(), tn.weight_t.detach().clone()
+    with torch.no_grad():
+        tn.weight.mul_(2)                                                # gamma trains on ...
+    x = torch.randint(0, 37, (3, 16))
+    m(x, x)
+    m.update_calibration()                                              # ... but c and gamma_t stay frozen
+    assert torch.equal(tn.c, frozen[0]) and torch.equal(tn.weight_t, frozen[1])
 
 
 def test_gamma_t_gets_no_gradient_or_update_before_calibration():

@@ -1,0 +1,191 @@
+"""
+Removing the norms of a trained model (METHOD.md §11). FakeLN keeps each norm whole until its own step, in its
+order (every ln_2, every ln_1, then ln_f), then divides by sigma_avg, the average scale of the tokens it saw;
+and a run can start from any baseline's checkpoint: exactly its weights, a fresh run around them.
+"""
+import json
+import os
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_one_error_line, cli, run_config, stop_training_at
+from reference import synthetic_dataset
+
+import train as train_module
+from checkpoint import KIND, load_checkpoint, load_model
+from fold import fold_model
+from model import FAKELN_DECAY, GPT, GPTConfig
+
+EPS = 1e-5
+NAMES = ('h.0.ln_2', 'h.1.ln_2', 'h.0.ln_1', 'h.1.ln_1', 'ln_f')  # FakeLN's order in a 2-layer All-Taper model
+
+
+def fakeln_model(norm):
+    """A tiny float64 All-Taper FakeLN model with random, non-identity gamma and beta."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=24, bias=True, norm=norm,
+                      taper='all', removal='fakeln', norm_eps=EPS)).double().train()
+    with torch.no_grad():
+        for tn in m.taper_norms():
+            tn.weight.copy_(1 + 0.5 * torch.randn_like(tn.weight))
+            if tn.bias is not None:
+                tn.bias.copy_(0.3 * torch.randn_like(tn.bias))
+    return m
+
+
+def ordinary(tn, x):
+    if tn.kind == 'layernorm':
+        return F.layer_norm(x, (x.size(-1),), tn.weight, tn.bias, EPS)
+    return F.rms_norm(x, (x.size(-1),), tn.weight, EPS)
+
+
+@pytest.mark.parametrize('norm', ['layernorm', 'rmsnorm'])
+def test_a_removed_norm_divides_by_the_average_scale_of_the_tokens_it_saw(norm):
+    """Three optimizer steps of two micro-batches; sigma_avg is the bias-corrected EMA (FakeLN's momentum) of each
+    step's token mean of the per-token std (RMS: r(h)), computed here by hand."""
+    m = fakeln_model(norm)
+    first, second = m.transformer.h[0].ln_2, m.transformer.h[1].ln_2
+    assert m.taper_norms()[:2] == [first, second]                       # block 0's ln_2 goes first
+    seen = []
+    first.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    ema = 0.0
+    for step in range(3):
+        seen.clear()
+        for micro in range(2):
+            x = torch.randint(0, 37, (3, 16))
+            m(x, x)
+        h = torch.cat(seen).reshape(-1, 24)                             # every token of the step
+        if norm == 'layernorm':
+            h = h - h.mean(-1, keepdim=True)
+        ema = FAKELN_DECAY * ema + (1 - FAKELN_DECAY) * torch.sqrt(h.pow(2).mean(-1) + EPS).mean().item()
+        m.update_calibration()
+    m.calibrate()
+    sigma_avg = ema / (1 - FAKELN_DECAY ** 3)
+
+    x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
+    with torch.no_grad():
+        m.set_gate(1.0)                                                 # before its step: exactly the norm
+        assert first.mode == 'norm' and torch.equal(first(x, m.gate), ordinary(first, x))
+        m.set_gate(1 - 1 / len(m.taper_norms()))                        # one norm removed: the first
+        centred = x - x.mean(-1, keepdim=True) if norm == 'layernorm' else x
+        expected = centred / sigma_avg * first.weight + (first.bias if first.bias is not None else 0)
+        torch.testing.assert_close(first(x, m.gate), expected, rtol=1e-12, atol=1e-12)
+        assert second.mode == 'norm' and torch.equal(second(x, m.gate), ordinary(second, x))
+
+
+def test_removals_happen_in_fakeln_order_at_their_iterations_and_each_c_freezes_at_its_removal(
+        shakespeare_slice, tmp_path):
+    """taper_start 2, taper_end 12, five norms: norm i goes at 2 + ceil(10 (i + 1) / 5) = 4, 6, 8, 10, 12."""
+    cfg = run_config(shakespeare_slice, tmp_path, n_layer=2, taper='all', removal='fakeln', taper_start=2,
+                     taper_end=12, max_iters=14, lr_decay_iters=14, eval_interval=14)
+    modes, cs = [], []
+
+    def spy(model, args):
+        if model.training:                                              # one training forward per iteration
+            norms = [model.get_submodule(f'transformer.{name}') for name in NAMES]
+            modes.append([tn.mode for tn in norms])
+            cs.append([tn.c.item() for tn in norms])
+    real_init = train_module.init_model
+
+    def init_model(*a):
+        model, ckpt, source = real_init(*a)
+        model.register_forward_pre_hook(spy)
+        return model, ckpt, source
+    train_module.init_model = init_model
+    try:
+        train_module.train(cfg)
+    finally:
+        train_module.init_model = real_init
+    removed_at = [4, 6, 8, 10, 12]
+    for it in range(14):
+        assert modes[it] == ['linear' if it >= r else 'norm' for r in removed_at], it
+    final = GPT.from_checkpoint(load_checkpoint(tmp_path / 'ckpt.pt'))
+    for i, name in enumerate(NAMES):
+        tn = final.get_submodule(f'transformer.{name}')
+        assert cs[removed_at[i] - 1] != cs[removed_at[i] - 2]           # c tracked sigma_avg while the norm was on
+        assert tn.c.item() == cs[removed_at[i]][i] == cs[-1][i]          # and froze when it went
+
+
+# ----------------------------------------------------------------------------------------------
+# init_from=<checkpoint>: a new run from a baseline's weights
+
+def baseline(data_root, out_dir, **kw):
+    """A LayerNorm baseline trained for 4 iterations; returns its checkpoint's path."""
+    train_module.train(run_config(data_root, out_dir, dropout=0.0, bias=True, max_iters=4, **kw))
+    return str(out_dir / 'ckpt.pt')
+
+
+def finetune(data_root, out_dir, source, **kw):
+    return run_config(data_root, out_dir, **{**dict(
+        init_from=source, bias=True, taper='internal', removal='fakeln', taper_start=1, taper_end=5, max_iters=6,
+        lr_decay_iters=6, learning_rate=1e-3, eval_interval=2), **kw})
+
+
+def log_records(out_dir, kind):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [rec for rec in map(json.loads, f) if rec['kind'] == kind]
+
+
+def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_run_around_them(
+        shakespeare_slice, tmp_path):
+    source = baseline(shakespeare_slice, tmp_path / 'source')
+    cfg = finetune(shakespeare_slice, tmp_path / 'ft', source, dropout=0.1)
+    model, ckpt, about = train_module.init_model(cfg, os.path.join(shakespeare_slice, 'shakespeare_char'))
+    weights, _ = load_model(source)
+    assert ckpt is None and about == dict(ckpt=source, iter=4)
+    for name, p in weights.named_parameters():
+        assert torch.equal(p, model.get_parameter(name)), name
+    assert model.config.dropout == 0.1 and model.config.removal == 'fakeln' and model.gate.item() == 1.0
+    assert not bool(model.calibrated) and int(model.ema_steps) == 0 and len(model.taper_norms()) == 4
+
+    summary = train_module.train(cfg)
+    assert summary['iter_num'] == 6 and summary['gate'] == 0.0
+    header = log_records(tmp_path / 'ft', 'header')[0]
+    assert header['source'] == dict(ckpt=source, iter=4) and header['resumed_at'] is None
+    first, source_last = log_records(tmp_path / 'ft', 'eval')[0], log_records(tmp_path / 'source', 'eval')[-1]
+    assert (first['iter'], first['val'], first['train']) == (0, source_last['val'], source_last['train'])
+    folded = fold_model(load_model(tmp_path / 'ft' / 'ckpt.pt')[0])  # the end of a FakeLN removal folds
+    assert folded.config.folded and load_checkpoint(source)['iter_num'] == 4  # and the source is untouched
+
+
+def test_a_resumed_finetune_continues_exactly(shakespeare_slice, tmp_path, monkeypatch):
+    source = baseline(shakespeare_slice, tmp_path / 'source')
+    train_module.train(finetune(shakespeare_slice, tmp_path / 'whole', source))
+    stop_training_at(monkeypatch, 3, RuntimeError("the machine went down"))  # after the checkpoint at 2
+    with pytest.raises(RuntimeError, match='went down'):
+        train_module.train(finetune(shakespeare_slice, tmp_path / 'split', source))
+    monkeypatch.undo()
+    train_module.train(finetune(shakespeare_slice, tmp_path / 'split', source, init_from='resume'))
+    a, b = (load_checkpoint(tmp_path / run / 'ckpt.pt') for run in ('whole', 'split'))
+    assert a['iter_num'] == b['iter_num'] == 6
+    for key, tensor in a['model'].items():
+        assert torch.equal(tensor, b['model'][key]), key
+    losses = [{r['iter']: r['loss'] for r in log_records(tmp_path / run, 'train')} for run in ('whole', 'split')]
+    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(6))  # the resumed records replace 2 and on
+
+
+def test_a_run_from_a_checkpoint_refuses_what_it_cannot_start_from_in_one_line(shakespeare_slice, tmp_path):
+    source = baseline(shakespeare_slice, tmp_path / 'source')
+    data = [f'--data_root={shakespeare_slice}', '--dataset=shakespeare_char', '--device=cpu', '--max_iters=4',
+            '--warmup_iters=1', '--lr_decay_iters=4', '--gradient_accumulation_steps=1', '--batch_size=4',
+            '--eval_iters=2', '--taper=internal', f'--out_dir={tmp_path / "ft"}']
+    assert_one_error_line(cli('train.py', f'--init_from={tmp_path / "nowhere.pt"}', *data), 'no checkpoint at')
+    assert_one_error_line(cli('train.py', '--init_from=source/ckpt', *data), 'init_from', '.pt')
+    assert_one_error_line(cli('train.py', f'--init_from={source}', '--n_layer=3', *data),
+                          'n_layer=2', 'n_layer=3', 'keeps its model')
+    assert_one_error_line(cli('train.py', f'--init_from={source}', '--norm=rmsnorm', *data),
+                          "norm='layernorm'", "norm='rmsnorm'")
+    synthetic_dataset(tmp_path / 'synth', 50, 2000)
+    assert_one_error_line(cli('train.py', f'--init_from={source}', *data, f'--data_root={tmp_path}',
+                              '--dataset=synth'),
+                          f"vocabulary has {load_checkpoint(source)['model_args']['vocab_size']} tokens", "'synth' 50")
+
+    tapered = baseline(shakespeare_slice, tmp_path / 'tapered', taper='internal', taper_start=1, taper_end=3)
+    assert_one_error_line(cli('train.py', f'--init_from={tapered}', *data), 'already tapers', "taper='off'")
+    model = fold_model(load_model(tapered)[0])
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict()), tmp_path / 'folded.pt')
+    assert_one_error_line(cli('train.py', f'--init_from={tmp_path / "folded.pt"}', *data), 'folded')
+    r = cli('train.py', f'--init_from={source}', *data)  # the shape comes from the checkpoint: no flag needed
+    assert r.returncode == 0, r.stderr[-2000:]
