@@ -1,14 +1,17 @@
 """
 Everything in the README's results comes out of here, from the runs' own logs: results/runs.csv (one row per
 finished run), the tables (results/results.md, also written into README.md between its report markers) and the
-plots. Needs matplotlib (`pip install matplotlib`).
+plots. The logs of finished runs are archived in results/logs (committed), so the tables can be made again from a
+clone alone. Needs matplotlib (`pip install matplotlib`).
 $ python experiments/report.py                                   # out-sweep/*/log.jsonl -> results/, README.md
 $ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table
 """
 import csv
+import functools
 import glob
 import json
 import os
+import shutil
 import statistics
 import sys
 from collections import defaultdict
@@ -17,16 +20,20 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 from configurator import UserError, run_main  # noqa: E402
 
-COLUMNS = ('variant', 'learning_rate', 'seed', 'val_loss', 'best_val_loss', 'max_iters', 'taper_start', 'taper_end',
-           's', 'logit_norm', 'wall_s', 'commit')
+COLUMNS = ('variant', 'learning_rate', 'seed', 'n_layer', 'n_embd', 'params', 'source', 'val_loss', 'best_val_loss',
+           'max_iters', 'taper_start', 'taper_end', 's', 'largest_s', 'logit_norm', 'fold_max_logit_diff', 'wall_s',
+           'commit')
 PAIRS = (('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))
+REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
+HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
+                ('finetune_taper_start50', 'finetune_taper'), ('finetune_fakeln_start50', 'finetune_fakeln'))
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 @dataclass
 class ReportConfig:
-    sweep_dir: str = 'out-sweep'     # the runs, one folder each
-    out: str = 'results'             # runs.csv, results.md and the plots go here
+    sweep_dir: str = 'out-sweep'     # the runs, one folder each; their finished logs go into <out>/logs
+    out: str = 'results'             # runs.csv, results.md, the plots and the archived logs go here
     bench: str = ''                  # a file whose last line is bench.py's JSON record: adds the speed table
     readme: str = 'README.md'        # rewritten between its <!-- report:... --> markers; '' leaves it alone
 
@@ -48,23 +55,42 @@ def read_log(path):
     return run
 
 
+@functools.lru_cache
+def count_params(model_args):
+    """What train.py reports as the model's size: parameters, less the position embedding (nanoGPT's count)."""
+    from model import GPT, GPTConfig
+    return GPT(GPTConfig(**json.loads(model_args))).get_num_params()
+
+
 def load_runs(sweep_dir):
     """One row per finished run under sweep_dir (its 'done' record is logged), with its curves under 'log'."""
     rows = []
     for path in sorted(glob.glob(os.path.join(sweep_dir, '*', 'log.jsonl'))):
         run = read_log(path)
-        cfg = run['header']['config']
+        cfg, source = run['header']['config'], run['header'].get('source')
         if run['done'] is None:  # stopped early: interrupted, or diverged (its last evaluation may be logged)
             continue
         last = run['train'][max(run['train'])]
         rows.append(dict(variant=os.path.basename(os.path.dirname(path)).rsplit('-lr', 1)[0],
-                         learning_rate=cfg['learning_rate'], seed=cfg['seed'],
-                         val_loss=run['eval'][cfg['max_iters']]['val'],
+                         learning_rate=cfg['learning_rate'], seed=cfg['seed'], n_layer=cfg['n_layer'],
+                         n_embd=cfg['n_embd'], params=count_params(json.dumps(run['header']['model_args'])),
+                         source=f"{os.path.basename(os.path.dirname(source['ckpt']))}@{source['iter']}" if source
+                         else '', val_loss=run['eval'][cfg['max_iters']]['val'],
                          best_val_loss=min(e['val'] for e in run['eval'].values()), max_iters=cfg['max_iters'],
                          taper_start=cfg['taper_start'], taper_end=cfg['taper_end'], s=last['s'],
-                         logit_norm=last['logit_norm'], wall_s=(run['done'] or {}).get('wall_s'),
-                         commit=run['header']['commit'], out_dir=os.path.dirname(path), log=run))
+                         largest_s=max(rec['s'] for rec in run['train'].values()), logit_norm=last['logit_norm'],
+                         fold_max_logit_diff=(run.get('fold') or {}).get('max_logit_diff'),
+                         wall_s=run['done']['wall_s'], commit=run['header']['commit'], out_dir=os.path.dirname(path),
+                         log=run))
     return rows
+
+
+def archive(sweep_dir, logs):
+    """Copy the log of every finished run under sweep_dir to logs/<run>/log.jsonl."""
+    for r in load_runs(sweep_dir):
+        os.makedirs(os.path.join(logs, os.path.basename(r['out_dir'])), exist_ok=True)
+        shutil.copyfile(os.path.join(r['out_dir'], 'log.jsonl'),
+                        os.path.join(logs, os.path.basename(r['out_dir']), 'log.jsonl'))
 
 
 def group(runs, *keys):
@@ -100,31 +126,51 @@ def paired(runs, a, b, lr_a, lr_b):
     return len(diffs), statistics.fmean(diffs), half, statistics.fmean(vb[s] for s in va.keys() & vb.keys())
 
 
-def tables(runs):
-    best = best_rates(runs)
-    lrs = sorted({r['learning_rate'] for r in runs if r['variant'] in best})
-    by = group(runs, 'variant', 'learning_rate')
-    lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", "",
-             "| variant | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
-    for v in ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'):
+def gap_cells(diff):
+    """A paired difference as table cells: the difference (seeds), its 95% interval, and relative to the baseline."""
+    if diff is None:
+        return ["", "", ""]
+    return [f"{diff[1]:+.4f} ({diff[0]} seeds)", f"[{diff[1] - diff[2]:+.4f}, {diff[1] + diff[2]:+.4f}]",
+            f"{100 * diff[1] / diff[3]:+.2f}%"]
+
+
+def vs_row(runs, best, v, base, *extra):
+    """| v | its best lr | seeds | final val loss | v - base paired (or 'baseline') | extra cells |"""
+    rs = [r for r in runs if (r['variant'], r['learning_rate']) == (v, best[v])]
+    gap = ["baseline", "", ""] if v == base else gap_cells(paired(runs, v, base, best[v], best[base]))
+    return f"| {v} | {best[v]:g} | {len(rs)} | {mean_sd([r['val_loss'] for r in rs])} | " + " | ".join(
+        gap + [cell(rs) for cell in extra]) + " |"
+
+
+def lr_table(runs, variants, best):
+    by, lrs = group(runs, 'variant', 'learning_rate'), sorted({r['learning_rate'] for r in runs if r['variant'] in
+                                                               variants})
+    lines = ["| variant | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+    for v in (v for v in variants if v in best):
         cells = [(f"{statistics.fmean(r['val_loss'] for r in by[(v, lr)]):.4f} ({len(by[(v, lr)])})"
                   if (v, lr) in by else "") for lr in lrs]
-        cells = [f"**{cell}**" if lr == best.get(v) else cell for cell, lr in zip(cells, lrs)]
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v} | " + " | ".join(f"**{c}**" if lr == best[v] else c for c, lr in zip(cells, lrs)) + " |")
+    return lines
+
+
+def provenance(runs):
+    devices, commits = sorted({r['log']['header']['device'] for r in runs}), sorted({r['commit'] for r in runs})
+    iters = sorted({r['max_iters'] for r in runs})
+    return ["", f"{len(runs)} runs of {', '.join(map(str, iters))} iterations; commit {', '.join(commits)}; "
+                f"{', '.join(devices)}."]
+
+
+def tables(runs):
+    """The main job's tables: learning rates, the tapered models against their baselines, the final norm, the
+    calibration point."""
+    runs = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
+    best, by = best_rates(runs), group(runs, 'variant', 'learning_rate')
+    lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
+    lines += lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best)
     lines += ["", "Each variant at its own best learning rate; the tapered model against its baseline, paired by "
               "seed (same initial weights and batches), with a 95% confidence interval (Student's t):", "",
               "| variant | lr | seeds | final val loss | vs baseline (paired) | 95% CI | relative |", "|---" * 7 + "|"]
-    for a, b in PAIRS:
-        for v in (b, a):
-            if v not in best:
-                continue
-            rs = by[(v, best[v])]
-            diff = paired(runs, a, b, best[a], best[b]) if v == a and b in best else None
-            gap = ("baseline", "", "") if diff is None else (
-                f"{diff[1]:+.4f} ({diff[0]} seeds)", f"[{diff[1] - diff[2]:+.4f}, {diff[1] + diff[2]:+.4f}]",
-                f"{100 * diff[1] / diff[3]:+.2f}%")
-            lines.append(f"| {v} | {best[v]:g} | {len(rs)} | {mean_sd([r['val_loss'] for r in rs])} | " +
-                         " | ".join(gap) + " |")
+    lines += [vs_row(runs, best, v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best]
     if 'layernorm' in best:
         lr = best['layernorm']
         lines += ["", f"The final norm and the anchor, every variant at layernorm's best learning rate ({lr:g}): final "
@@ -143,15 +189,73 @@ def tables(runs):
                   "| taper_start | seeds | final val loss | largest s |", "|---" * 4 + "|"]
         for (v, lr_), rs in sorted(by.items(), key=lambda kv: kv[1][0]['taper_start']):
             if lr_ == lr and v.startswith('taper_ln') and rs[0]['taper_end'] == 1000:
-                largest = max(rec['s'] for r in rs for rec in r['log']['train'].values())
                 lines.append(f"| {rs[0]['taper_start']}{' (default)' if v == 'taper_ln' else ''} | {len(rs)} | "
-                             f"{mean_sd([r['val_loss'] for r in rs])} | {largest:.1f} |")
-    devices = sorted({r['log']['header']['device'] for r in runs})
-    commits = sorted({r['commit'] for r in runs})
-    iters = sorted({r['max_iters'] for r in runs})
-    lines += ["", f"{len(runs)} runs of {', '.join(map(str, iters))} iterations; commit {', '.join(commits)}; "
-              f"{', '.join(devices)}."]
-    return '\n'.join(lines) + '\n'
+                             f"{mean_sd([r['val_loss'] for r in rs])} | {max(r['largest_s'] for r in rs):.1f} |")
+    return '\n'.join(lines + provenance(runs)) + '\n'
+
+
+def finetune_tables(runs):
+    """Removing the norms of a trained model: every fine-tune against finetune_layernorm, and head to head."""
+    runs = [r for r in runs if r['source']]
+    best, start = best_rates(runs), [r['log']['eval'][0]['val'] for r in runs]
+    if 'finetune_layernorm' not in best:
+        return ''
+    lines = [f"Each seed's LayerNorm model (its source, {runs[0]['source'].rsplit('-s', 1)[0]}-s<seed> at iteration "
+             f"{runs[0]['source'].split('@')[1]}: validation loss {statistics.fmean(start):.4f} where every fine-tune "
+             f"starts) fine-tuned for {runs[0]['max_iters']} iterations. Final validation loss by fine-tuning rate "
+             "(mean over seeds; **bold**: each variant's best):", ""]
+    lines += lr_table(runs, ('finetune_layernorm',) + REMOVALS, best)
+    lines += ["", "Each at its own best rate, paired by seed with finetune_layernorm (same weights, same batches), a "
+              "95% interval (Student's t); the largest pre-logit scale s seen, the logit norm at the end, and the "
+              "largest logit difference between a model and its fold (fold.py, float32) over the seeds:", "",
+              "| variant | lr | seeds | final val loss | vs finetune_layernorm | 95% CI | relative | largest s | "
+              "logit norm | fold: max abs logit diff |", "|---" * 10 + "|"]
+    lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
+                     lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
+                     lambda rs: f"{max(r['fold_max_logit_diff'] or 0 for r in rs):.2e}" * (v in REMOVALS))
+              for v in ('finetune_layernorm',) + REMOVALS if v in best]
+    lines += ["", "Head to head, paired by seed, each at its best rate (a start50 run calibrates right after the "
+              "warmup, taper 50 .. 350, at its method's best rate):", "",
+              "| a - b | seeds | paired difference | 95% CI | relative to b |", "|---" * 5 + "|"]
+    for a, b in HEAD_TO_HEAD:
+        diff = paired(runs, a, b, best.get(a), best.get(b))
+        if diff:
+            lines.append(f"| {a} - {b} | " + " | ".join([str(diff[0])] + gap_cells(diff)).replace(
+                f" ({diff[0]} seeds)", "") + " |")
+    return '\n'.join(lines + provenance(runs)) + '\n'
+
+
+def size_rows(runs):
+    """[(width, params, {variant: (best lr, its runs)}, paired difference or None)] of the size series."""
+    best, by, rows = best_rates(runs), group(runs, 'variant', 'learning_rate'), []
+    for width in sorted({r['n_embd'] for r in runs if '-8x' in r['variant']}):
+        ln, taper = f'layernorm-8x{width}', f'taper_ln-8x{width}'
+        if ln in best and taper in best:
+            rows.append((width, by[(ln, best[ln])][0]['params'], {v: (best[v], by[(v, best[v])]) for v in (ln, taper)},
+                         paired(runs, taper, ln, best[taper], best[ln])))
+    return rows
+
+
+def size_tables(runs):
+    """The size series: taper_ln against layernorm at 8 layers and growing width, each at its best rate."""
+    runs = [r for r in runs if '-8x' in r['variant']]
+    rows = size_rows(runs)
+    if not rows:
+        return ''
+    lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
+    lines += lr_table(runs, sorted({r['variant'] for r in runs}, key=lambda v: (int(v.split('x')[1]), v)),
+                      best_rates(runs))
+    lines += ["", "Each at its own best rate; taper_ln against layernorm paired by seed, with a 95% interval; the "
+              "largest pre-logit scale s any taper_ln run reached:", "",
+              "| n_layer x n_embd | parameters | layernorm: lr, final val loss | taper_ln: lr, final val loss | "
+              "paired difference | 95% CI | relative cost | largest s |", "|---" * 8 + "|"]
+    for width, params, at, diff in rows:
+        (ln_lr, ln_runs), (taper_lr, taper_runs) = at.values()
+        lines.append(f"| 8 x {width} | {params / 1e6:.2f}M | {ln_lr:g}, {mean_sd([r['val_loss'] for r in ln_runs])} "
+                     f"({len(ln_runs)}) | {taper_lr:g}, {mean_sd([r['val_loss'] for r in taper_runs])} "
+                     f"({len(taper_runs)}) | " + " | ".join(gap_cells(diff)) +
+                     f" | {max(r['largest_s'] for r in taper_runs):.1f} |")
+    return '\n'.join(lines + provenance(runs)) + '\n'
 
 
 def bench_table(record):
@@ -174,14 +278,16 @@ def bench_table(record):
     return '\n'.join(lines) + '\n'
 
 
-def plot(runs, out, plt):
-    """val_loss.png: the main variants at their best rates; scale.png: s and logit norm of the ablations."""
-    best = best_rates(runs)
-    by = group(runs, 'variant', 'learning_rate')
+def mean_curve(rs, kind, key):
+    iters = sorted(set.intersection(*(set(r['log'][kind]) for r in rs)))
+    return iters, [statistics.fmean(r['log'][kind][i][key] for r in rs) for i in iters]
 
-    def mean_curve(rs, kind, key):
-        iters = sorted(set.intersection(*(set(r['log'][kind]) for r in rs)))
-        return iters, [statistics.fmean(r['log'][kind][i][key] for r in rs) for i in iters]
+
+def plot(runs, out, plt):
+    """val_loss.png: the main variants at their best rates; scale.png: s and logit norm of the ablations;
+    size_cost.png: the relative cost of tapering against the parameter count."""
+    main = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
+    best, by = best_rates(main), group(main, 'variant', 'learning_rate')
     fig, ax = plt.subplots(figsize=(8, 5))
     for v in ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'):
         if v in best:
@@ -203,6 +309,19 @@ def plot(runs, out, plt):
     fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
     fig.tight_layout()
     fig.savefig(os.path.join(out, 'scale.png'), dpi=120)
+    rows = [row for row in size_rows([r for r in runs if '-8x' in r['variant']]) if row[3]]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        rel = [(params, 100 * d[1] / d[3], 100 * d[2] / d[3]) for _, params, _, d in rows]
+        ax.errorbar([p for p, _, _ in rel], [m for _, m, _ in rel], yerr=[h for _, _, h in rel], marker='o',
+                    capsize=4, label='taper_ln vs layernorm, 8 layers (95% interval)')
+        ax.axhspan(0.7, 1.8, color='tab:orange', alpha=0.2, label="the paper's 0.7-1.8% (TinyStories, 1M-30M)")
+        ax.axhline(0, color='k', lw=0.8)
+        ax.set(xscale='log', xlabel='parameters', ylabel='relative cost in final val loss (%)',
+               title='The cost of tapering as the model grows (Shakespeare characters)')
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, 'size_cost.png'), dpi=120)
     plt.close('all')
 
 
@@ -227,27 +346,29 @@ def main(cfg):
         if cfg.readme:
             write_between_markers(cfg.readme, 'bench', table)
         print(table)
-    runs = load_runs(cfg.sweep_dir)
+    logs = os.path.join(cfg.out, 'logs')
+    archive(cfg.sweep_dir, logs)
+    runs = load_runs(logs)
     if not runs and cfg.bench:
-        return print(f"no finished runs under {cfg.sweep_dir}/: wrote the speed table only")
+        return print(f"no finished runs under {cfg.sweep_dir}/ or {logs}/: wrote the speed table only")
     if not runs:
-        raise UserError(f"no finished runs under {cfg.sweep_dir}/ (run python experiments/sweep.py first)")
+        raise UserError(f"no finished runs under {cfg.sweep_dir}/ or {logs}/ (run python experiments/sweep.py first)")
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, 'runs.csv'), 'w', newline='') as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
         writer.writeheader()
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
-    text = tables(runs)
+    sections = {'results': tables(runs), 'finetune': finetune_tables(runs), 'size': size_tables(runs)}
     with open(os.path.join(cfg.out, 'results.md'), 'w') as f:
-        f.write(text)
+        f.write('\n'.join(text for text in sections.values() if text))
     plot(runs, cfg.out, plt)
-    if cfg.readme:
-        write_between_markers(cfg.readme, 'results', text)
-    print(text)
-    print(f"wrote {cfg.out}/runs.csv, results.md, val_loss.png, scale.png{' and ' + cfg.readme if cfg.readme else ''}")
+    for name, text in sections.items():
+        if cfg.readme and text:
+            write_between_markers(cfg.readme, name, text)
+        print(text)
+    print(f"wrote {cfg.out}/runs.csv, results.md, the plots{' and ' + cfg.readme if cfg.readme else ''}")
 
 
 if __name__ == '__main__':

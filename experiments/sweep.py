@@ -1,15 +1,23 @@
 """
-The Shakespeare experiments behind the README's results (METHOD.md §9): every run is config/taper.py with a few
-overrides, written to out-sweep/<variant>-lr<rate>-s<seed>. Finished runs are skipped and interrupted ones resumed,
-so a stage can simply be run again. Stages, in the order they depend on each other:
+The Shakespeare experiments behind the README's results (METHOD.md §9): every run is config/taper.py (a fine-tune:
+config/finetune_taper.py) with a few overrides, written to out-sweep/<variant>-lr<rate>-s<seed>. Runs whose logs
+are finished, here or in the committed archive (results/logs), are skipped and interrupted ones resumed, so a stage
+can simply be run again. Stages, in the order they depend on each other:
   lr        the four main variants x learning rates x 2 seeds, widening the range while a best rate is at an edge
   best      each main variant at its best learning rate (lowest mean final val loss), 6 seeds
   ablation  the final-norm ablations at layernorm's best learning rate, 3 seeds
   schedule  taper_ln calibrating earlier and later than the default, at its best learning rate, 2 seeds
+  finetune_lr, finetune   removing the norms of the trained LayerNorm models of 'best' (METHOD.md §11): five ways x
+            fine-tuning rates x 2 seeds, widening as 'lr' does, then each at its best rate, 6 seeds; each removal
+            is folded (fold.py), and its fold check is added to the run's log
+  finetune_schedule   finetune_taper and finetune_fakeln calibrating at the end of warmup, 2 seeds
+  size_lr, size   layernorm and taper_ln at 8 layers and three widths, tuned and paired as 'lr' and 'best'
 $ python experiments/sweep.py --stage=all --jobs=2    # every stage, two runs at a time (one thread each)
 $ python experiments/report.py                        # then results/runs.csv, the tables, the plots, the README
 """
+import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,17 +40,36 @@ VARIANTS = {  # name -> overrides of config/taper.py (Internal-Taper, LayerNorm)
     'taper_ln_start200': dict(taper_start=200, taper_end=1000),
     'taper_ln_start600': dict(taper_start=600, taper_end=1000),
 }
+FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts from layernorm's model of the same seed
+    'finetune_layernorm': dict(taper='off'),                 # nothing removed: what fine-tuning alone does
+    'finetune_taper': dict(),                                # Internal-Taper
+    'finetune_fakeln': dict(removal='fakeln'),               # FakeLN on ln_1 and ln_2
+    'finetune_all_taper_anchor': dict(taper='all', anchor_lambda=0.1),
+    'finetune_fakeln_all': dict(taper='all', removal='fakeln'),  # as its authors run it: no auxiliary loss
+    'finetune_taper_start50': dict(taper_start=50, taper_end=350),  # calibrating right after the warmup
+    'finetune_fakeln_start50': dict(removal='fakeln', taper_start=50, taper_end=350),
+}
+WIDTHS = (64, 128, 256)  # the size series: 8 layers (the paper's depth), heads 32 wide
+VARIANTS.update({f'{v}-8x{w}': dict(VARIANTS[v], n_layer=8, n_embd=w, n_head=w // 32)
+                 for v in ('layernorm', 'taper_ln') for w in WIDTHS})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 ABLATIONS = ('all_taper_anchor', 'all_taper', 'none_anchor', 'none')
 SCHEDULES = ('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600')
-LEARNING_RATES = (1e-3, 2e-3, 4e-3, 8e-3)
+REMOVALS = tuple(FINETUNES)[:5]
+FOLDED = tuple(v for v, overrides in FINETUNES.items() if overrides.get('taper') != 'off')  # each run is folded
+SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln'))
+TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
+         'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
+BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
+STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
 
 @dataclass
 class SweepConfig:
-    stage: str = 'all'                # 'lr', 'best', 'ablation', 'schedule' or 'all'
+    stage: str = 'all'                # one of STAGES, or 'all'
     out_root: str = 'out-sweep'       # one folder per run under it
+    logs: str = 'results/logs'        # the archive of finished runs' logs (experiments/report.py writes it)
     jobs: int = 1                     # runs at a time; each gets cpu_count // jobs threads
     extra: str = ''                   # more overrides for every run, space-separated (a quick test uses it)
     dry_run: bool = False             # print the plan only
@@ -54,52 +81,81 @@ def run_dir(out_root, variant, lr, seed):
 
 def plan(cfg, stage):
     """[(variant, lr, seed)] of the stage, given the runs finished so far."""
-    runs = load_runs(cfg.out_root)
+    runs = load_runs(cfg.out_root) + load_runs(cfg.logs)
     best = best_rates(runs)
-    if stage == 'lr':
-        wanted = [(v, lr, s) for v in MAIN for lr in LEARNING_RATES for s in SEEDS[:2]]
-        for v in MAIN:  # a best rate at an edge of the range tried: try the next one out, twice or half as large
+    if stage.startswith('finetune') and 'layernorm' not in best:
+        return []  # a fine-tune starts from layernorm's model at its best rate
+    if stage in TUNED:
+        variants, rates = TUNED[stage]
+        wanted = [(v, lr, s) for v in variants for lr in rates for s in SEEDS[:2]]
+        for v in variants:  # a best rate at an edge of the range tried: try the next one out, twice or half as large
             tried = {r['learning_rate'] for r in runs if r['variant'] == v}
             if v in best and 2 <= len(tried) < 8 and best[v] in (min(tried), max(tried)):
                 lr = 2 * best[v] if best[v] == max(tried) else best[v] / 2
                 wanted += [(v, lr, s) for s in SEEDS[:2]] if lr not in tried else []
         return wanted
-    if stage == 'best':
-        return [(v, best[v], s) for v in MAIN if v in best for s in SEEDS]
+    if stage in BEST:
+        return [(v, best[v], s) for v in BEST[stage] if v in best for s in SEEDS]
     if stage == 'ablation':
         return [(v, best['layernorm'], s) for v in ABLATIONS for s in SEEDS[:3]] if 'layernorm' in best else []
     if stage == 'schedule':
         return [(v, best['taper_ln'], s) for v in SCHEDULES for s in SEEDS[:2]] if 'taper_ln' in best else []
-    raise UserError(f"stage={stage!r} must be 'lr', 'best', 'ablation', 'schedule' or 'all'")
+    if stage == 'finetune_schedule':
+        return [(f'{v}_start50', best[v], s) for v in ('finetune_taper', 'finetune_fakeln') if v in best
+                for s in SEEDS[:2]]
+    raise UserError(f"stage={stage!r} must be one of {', '.join(STAGES)} or 'all'")
 
 
-def command(cfg, variant, lr, seed, finished):
-    """(action, argv): 'skip' a run whose folder is in finished, 'resume' one with a checkpoint, else 'start' it."""
+def command(cfg, variant, lr, seed, finished, source=None):
+    """(action, argv): 'skip' a run whose name is in finished, 'resume' one with a checkpoint, else 'start' it (a
+    fine-tune from the checkpoint in the run folder source)."""
     out_dir = run_dir(cfg.out_root, variant, lr, seed)
     resumable = os.path.exists(os.path.join(out_dir, 'ckpt.pt'))
-    action = 'skip' if out_dir in finished else 'resume' if resumable else 'start'
-    argv = [sys.executable, os.path.join(REPO, 'train.py'), os.path.join(REPO, 'config', 'taper.py'),
+    action = 'skip' if os.path.basename(out_dir) in finished else 'resume' if resumable else 'start'
+    config = 'finetune_taper.py' if variant in FINETUNES else 'taper.py'
+    argv = [sys.executable, os.path.join(REPO, 'train.py'), os.path.join(REPO, 'config', config),
             f'--out_dir={os.path.abspath(out_dir)}', f'--seed={seed}', f'--learning_rate={lr:g}']
-    argv += [f'--{k}={v}' for k, v in VARIANTS[variant].items()] + cfg.extra.split()
+    if source:
+        argv.append(f'--init_from={os.path.abspath(source)}/ckpt.pt')
+    argv += [f'--{k}={v}' for k, v in {**VARIANTS, **FINETUNES}[variant].items()] + cfg.extra.split()
     return action, argv + (['--init_from=resume'] if action == 'resume' else [])
 
 
+def fold_into_log(out_dir):
+    """Fold a finished removal run's model (fold.py) and add the fold's check to the run's log."""
+    fold = subprocess.run([sys.executable, os.path.join(REPO, 'fold.py'), f'--ckpt={out_dir}/ckpt.pt'],
+                          capture_output=True, text=True, cwd=REPO)
+    found = re.search(r'max \|logit difference\| (\S+) .*; loss (\S+) -> (\S+)', fold.stdout)
+    if fold.returncode != 0 or not found:
+        return print(f"failed to fold {out_dir}: {fold.stderr.strip()}", flush=True)
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(dict(kind='fold', max_logit_diff=float(found[1]), ce=float(found[2]),
+                                ce_folded=float(found[3]))) + '\n')
+
+
 def run_stage(cfg, stage):
-    """Run the stage's plan; stage 'lr' plans again after each round, until the range stops widening."""
+    """Run the stage's plan; a tuning stage plans again after each round, until the range stops widening."""
     done = set()
     while True:
         todo = [run for run in plan(cfg, stage) if run not in done]
         if not todo:
             return
         threads = str(max(1, (os.cpu_count() or 1) // cfg.jobs))
-        finished, running = {r['out_dir'] for r in load_runs(cfg.out_root)}, []
+        runs = load_runs(cfg.out_root) + load_runs(cfg.logs)
+        finished, running = {os.path.basename(r['out_dir']) for r in runs}, []
+        ln_rate = best_rates(runs).get('layernorm')
         for variant, lr, seed in todo:
             done.add((variant, lr, seed))
-            action, argv = command(cfg, variant, lr, seed, finished)
+            source = run_dir(cfg.out_root, 'layernorm', ln_rate, seed) if variant in FINETUNES else None  # same seed
+            action, argv = command(cfg, variant, lr, seed, finished, source)
             out_dir = run_dir(cfg.out_root, variant, lr, seed)
             print(f"{action:6s} {out_dir}" + ('' if action == 'skip' else '  ' + ' '.join(argv[2:])), flush=True)
             if action == 'skip' or cfg.dry_run:
                 continue
+            if source and action == 'start' and not os.path.exists(os.path.join(source, 'ckpt.pt')):
+                print(f"first  {source} (its log is archived, not its weights: trained again, exactly)", flush=True)
+                subprocess.run(command(cfg, 'layernorm', ln_rate, seed, set())[1], stdout=subprocess.DEVNULL, cwd=REPO,
+                               env=dict(os.environ, OMP_NUM_THREADS=threads))
             os.makedirs(out_dir, exist_ok=True)
             log = open(os.path.join(out_dir, 'stdout.txt'), 'a')
             running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
@@ -108,7 +164,10 @@ def run_stage(cfg, stage):
                 running = wait_first(running)
         while running:
             running = wait_first(running)
-        if stage != 'lr' or cfg.dry_run:
+        for r in load_runs(cfg.out_root):  # every finished removal is folded once
+            if r['variant'] in FOLDED and 'fold' not in r['log']:
+                fold_into_log(r['out_dir'])
+        if stage not in TUNED or cfg.dry_run:
             return
 
 
@@ -120,7 +179,7 @@ def wait_first(running):
 
 
 def main(cfg):
-    for stage in (('lr', 'best', 'ablation', 'schedule') if cfg.stage == 'all' else (cfg.stage,)):
+    for stage in (STAGES if cfg.stage == 'all' else (cfg.stage,)):
         run_stage(cfg, stage)
 
 

@@ -21,11 +21,12 @@ def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=2
     """A log.jsonl as train.py writes it: one segment per (resumed_at, value offset, last iteration or None for
     max_iters), evals every 10 iterations, a 'done' record if the last segment finished."""
     os.makedirs(out_dir, exist_ok=True)
-    config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10)
+    config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10, n_layer=1, n_embd=8)
+    model_args = dict(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8)
     with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
         for resumed_at, offset, stop in segments:
-            f.write(json.dumps(dict(kind='header', resumed_at=resumed_at, config=config, commit='abc', device='cpu'))
-                    + '\n')
+            f.write(json.dumps(dict(kind='header', resumed_at=resumed_at, config=config, commit='abc', device='cpu',
+                                    model_args=model_args)) + '\n')
             for it in range(resumed_at or 0, (max_iters if stop is None else stop) + 1):
                 if it % 10 == 0:
                     val = final if it == max_iters else 4.0 - it / 10 + offset
@@ -105,20 +106,22 @@ def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
 
 
 def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):
+    rates = sweep.TUNED['lr'][1]
     for variant in sweep.MAIN:
-        for lr, final in zip(sweep.LEARNING_RATES, (2.0, 1.9, 1.85, 1.8 if variant == 'taper_rms' else 1.95)):
+        for lr, final in zip(rates, (2.0, 1.9, 1.85, 1.8 if variant == 'taper_rms' else 1.95)):
             for seed in sweep.SEEDS[:2]:
                 write_log(tmp_path / f'{variant}-lr{lr:g}-s{seed}', lr, seed, final, max_iters=20)
-    todo = sweep.plan(sweep.SweepConfig(out_root=str(tmp_path)), 'lr')
-    grid = {(v, lr, s) for v in sweep.MAIN for lr in sweep.LEARNING_RATES for s in sweep.SEEDS[:2]}
+    todo = sweep.plan(sweep.SweepConfig(out_root=str(tmp_path), logs=str(tmp_path / 'logs')), 'lr')
+    grid = {(v, lr, s) for v in sweep.MAIN for lr in rates for s in sweep.SEEDS[:2]}
     assert set(todo) - grid == {('taper_rms', 0.016, 1337), ('taper_rms', 0.016, 1338)}   # best at the top edge
-    best = sweep.plan(sweep.SweepConfig(out_root=str(tmp_path)), 'best')
+    best = sweep.plan(sweep.SweepConfig(out_root=str(tmp_path), logs=str(tmp_path / 'logs')), 'best')
     assert ('taper_rms', 8e-3, 1342) in best and ('layernorm', 4e-3, 1342) in best and len(best) == 24
 
 
 def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(shakespeare_slice, tmp_path,
                                                                            monkeypatch):
-    cfg = sweep.SweepConfig(stage='lr', out_root=str(tmp_path), extra=f"{TINY} --data_root={shakespeare_slice}")
+    cfg = sweep.SweepConfig(stage='lr', out_root=str(tmp_path), logs=str(tmp_path / 'logs'),
+                            extra=f"{TINY} --data_root={shakespeare_slice}")
     # seed 8 ran before and was killed in iteration 25: its checkpoint holds iteration 20, its log runs to 24
     action, argv = sweep.command(cfg, 'taper_ln', 3e-3, 8, finished=set())
     assert action == 'start'
@@ -127,8 +130,7 @@ def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(sh
         train.train(parse_config(train.TrainConfig, argv[2:]))
     monkeypatch.undo()
     assert report.load_runs(tmp_path) == [] and sweep.command(cfg, 'taper_ln', 3e-3, 8, set())[0] == 'resume'
-    monkeypatch.setattr(sweep, 'MAIN', ('taper_ln',))                # a sweep of one variant, one rate, 2 seeds
-    monkeypatch.setattr(sweep, 'LEARNING_RATES', (3e-3,))
+    monkeypatch.setitem(sweep.TUNED, 'lr', (('taper_ln',), (3e-3,)))  # a sweep of one variant, one rate, 2 seeds
     monkeypatch.setattr(sweep, 'SEEDS', (7, 8))
 
     sweep.main(cfg)                                                   # starts seed 7, resumes seed 8
