@@ -1,13 +1,15 @@
 """
 Time the norm variants side by side: one shape, one device, one process (METHOD.md §8).
-  layernorm, rmsnorm   the normalized baselines
-  taper                TaperNorm at g = 0: the explicit scaling L(h), not folded
-  blend                TaperNorm at g = 0.5, both branches (training only: the cost of the taper itself)
-  folded               the g = 0 model after fold.py: no norm in its blocks
-  none                 the norms deleted outright (norm='none'): the limit, zero norm cost
+  rmsnorm, layernorm   the normalized baselines (RMSNorm is the paper's)
+  taper_rms, taper_ln  TaperNorm at g = 0 built from each: the explicit scaling L(h), not folded
+  folded_rms, _ln      the g = 0 model after fold.py: no norm in its blocks, compared with its own baseline
+  blend_rms, _ln       TaperNorm at g = 0.5, both branches (training only: the cost of the taper itself)
+  none                 the norms deleted outright (norm='none'): the limit, zero norm cost, and the control
+                       for folded_rms, which does the same work but for ln_f
 Modes: 'last' the logits of the last position after one forward over a prompt (the paper's v1 benchmark),
 'decode' KV-cached greedy decoding (v2), 'train' one training step (forward, backward, AdamW).
-$ python bench.py                  # the default grid: random weights (time depends on the shape alone), 33.7M params
+$ python bench.py                  # the paper's benchmark model (random weights: time depends on the shape alone)
+$ python bench.py --vocab_size=50304 --n_embd=384 --n_head=6   # GPT-2's vocabulary instead: the output layer dominates
 $ python bench.py --compile        # eager, then torch.compile
 $ python bench.py --quick          # a tiny model and grid, a few seconds (tests)
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
@@ -25,25 +27,25 @@ from fold import fold_model
 from model import GPT, GPTConfig, KVCache
 from runtime import autocast, device_name, git_commit, pick_device, pick_dtype
 
-VARIANTS = {'last': ('layernorm', 'rmsnorm', 'taper', 'folded', 'none'),
-            'decode': ('layernorm', 'rmsnorm', 'taper', 'folded', 'none'),
-            'train': ('layernorm', 'rmsnorm', 'taper', 'blend', 'none')}
-RATIOS = (('taper', 'layernorm'), ('folded', 'layernorm'), ('folded', 'rmsnorm'), ('folded', 'none'),
-          ('blend', 'layernorm'), ('taper', 'rmsnorm'))
-SHORT = {'layernorm': 'LN', 'rmsnorm': 'RMS', 'none': 'none'}
+INFERENCE = ('rmsnorm', 'taper_rms', 'folded_rms', 'layernorm', 'taper_ln', 'folded_ln', 'none')
+VARIANTS = {'last': INFERENCE, 'decode': INFERENCE,
+            'train': ('rmsnorm', 'taper_rms', 'blend_rms', 'layernorm', 'taper_ln', 'blend_ln', 'none')}
+RATIOS = (('folded_rms', 'rmsnorm'), ('taper_rms', 'rmsnorm'), ('folded_ln', 'layernorm'), ('taper_ln', 'layernorm'),
+          ('folded_rms', 'none'), ('blend_rms', 'rmsnorm'), ('blend_ln', 'layernorm'))
+NORMS = {'rms': 'rmsnorm', 'ln': 'layernorm'}
 
 
 @dataclass
 class BenchConfig:
-    # the default shape: GPT-2's heads of 64 and vocabulary, 8 layers, 384 wide, context 512 (the paper's ~30M class):
-    # 33.7M parameters: 14.2M in the blocks, 19.3M in the tied embedding / lm_head, 0.2M in positions
+    # the default shape is the paper's benchmark model as far as it says: 8 layers, context 512, its own 10k-token
+    # vocabulary; the width is ours (512: about 30M parameters, 25.2M of them in the blocks, 5.1M in the tied
+    # embedding / lm_head)
     n_layer: int = 8                # transformer blocks
-    n_head: int = 6                 # attention heads
-    n_embd: int = 384               # width
-    vocab_size: int = 50304         # GPT-2's, padded
+    n_head: int = 8                 # attention heads (64 wide)
+    n_embd: int = 512               # width
+    vocab_size: int = 10000         # the paper's tokenizer's
     block_size: int = 512           # context
     bias: bool = False              # biases in Linear layers and LayerNorms
-    norm: str = 'layernorm'         # the norm that taper, blend and folded taper away
     taper: str = 'internal'         # 'internal' (ln_f stays, the paper's default) or 'all'
     modes: str = 'last,decode,train'  # which of last, decode, train to run
     batch_sizes: str = '1,4'        # B of the last-token and decode cells
@@ -93,21 +95,22 @@ def csv(text, typ=str):
 def variants(cfg, names):
     """The models of one mode: one shape, random weights; the tapered ones calibrated on one random batch."""
     shape = GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                      n_embd=cfg.n_embd, bias=cfg.bias, norm=cfg.norm, taper=cfg.taper)
+                      n_embd=cfg.n_embd, bias=cfg.bias, taper=cfg.taper)
     torch.manual_seed(cfg.seed)
-    models = {v: GPT(replace(shape, norm=v, taper='off')) for v in ('layernorm', 'rmsnorm', 'none')}
     idx = torch.randint(cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(cfg.seed))
-    for name, gate in [('taper', 0.0), ('blend', 0.5)]:
-        if name not in names:
+    models = {}
+    for name in names:
+        kind, _, norm = name.partition('_')          # 'folded_rms': a folded model built from RMSNorm
+        if norm not in NORMS:                        # a baseline, or none
+            models[name] = GPT(replace(shape, norm=kind, taper='off'))
             continue
-        models[name] = GPT(shape)
-        models[name](idx, idx)
-        models[name].update_calibration()
-        models[name].calibrate()
-        models[name].set_gate(gate)
-    if 'folded' in names:
-        models['folded'] = fold_model(models['taper'])
-    return {v: models[v] for v in names}
+        model = GPT(replace(shape, norm=NORMS[norm]))
+        model(idx, idx)
+        model.update_calibration()
+        model.calibrate()
+        model.set_gate(0.5 if kind == 'blend' else 0.0)
+        models[name] = fold_model(model) if kind == 'folded' else model
+    return models
 
 
 def make_step(mode, model, B, T, cfg, device, ctx):
@@ -183,8 +186,10 @@ def main(cfg):
 def bench(cfg, device):
     dtype_name = pick_dtype(cfg.dtype, device)
     dtype, ctx = getattr(torch, dtype_name), autocast(device, dtype_name)
+    head = cfg.n_embd * cfg.vocab_size / (cfg.n_embd * cfg.vocab_size + 12 * cfg.n_layer * cfg.n_embd ** 2)
     print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | "
-          f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}")
+          f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}: lm_head is "
+          f"{100 * head:.0f}% of a decoded token's matrix work")
     print(f"time per variant: the minimum of {cfg.repeats} interleaved repeats of {cfg.iters} iteration(s), after "
           f"{cfg.warmup} warm-up(s); a ratio a/b is b's time over a's (above 1: a is faster)")
     results, ratios, params = [], [], {}
@@ -203,8 +208,8 @@ def bench(cfg, device):
                      [(cfg.train_batch, cfg.train_seq)])
             pairs = [(a, b) for a, b in RATIOS if a in names and b in names]
             print(f"\n{mode} ({'compiled' if compiled else 'eager'}): tokens/s | ratios of tokens/s\n"
-                  f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>10}" for v in names) + " |"
-                  + ''.join(f"{a + '/' + SHORT[b]:>12}" for a, b in pairs))
+                  f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>11}" for v in names) + " |"
+                  + ''.join(f"{a + '/' + b:>20}" for a, b in pairs))
             for B, T in cells:
                 steps = {v: make_step(mode, m, B, T, cfg, device, ctx) for v, m in models.items()}
                 times = time_cell(steps, cfg, device)
@@ -213,8 +218,8 @@ def bench(cfg, device):
                                  ms=1000 * best[v], ms_repeats=[1000 * t for t in times[v]]) for v in names]
                 ratios += [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=f"{a}/{b}", value=best[b] / best[a])
                            for a, b in pairs]
-                print(f"{B:>3} {T:>4} |" + ''.join(f"{steps[v][1] / best[v]:>10,.0f}" for v in names) + " |"
-                      + ''.join(f"{best[b] / best[a]:>11.3f}x" for a, b in pairs))
+                print(f"{B:>3} {T:>4} |" + ''.join(f"{steps[v][1] / best[v]:>11,.0f}" for v in names) + " |"
+                      + ''.join(f"{best[b] / best[a]:>19.3f}x" for a, b in pairs))
     print(json.dumps(dict(bench='nanotaper', device=device_name(device), torch=torch.__version__, commit=git_commit(),
                           dtype=dtype_name, estimator='min', config=asdict(cfg), params=params, results=results,
                           ratios=ratios)))

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Every GPU check in one run, for a lent card: the suite on CUDA, a real Shakespeare run through the
-# whole gate schedule, its fold, and the full bench.py grid eager and compiled. Results land in $OUT.
-#   OUT=gpu-results bash experiments/bench_gpu.sh       # on the GPU machine (about 10 minutes on an H100)
-#   QUICK=1 OUT=/tmp/gpu bash experiments/bench_gpu.sh  # a few-minute rehearsal of the same steps (any device)
-# NANOTAPER_SHARED must hold data/tinyshakespeare.txt (and data/tiktoken_cache) when data/ has no input.txt.
+# Every GPU check in one run, sized for a lease of about ten minutes on one card, the numbers to publish first: the
+# bench at the paper's shape and grid (bf16, CUDA events, eager), the CUDA tests (bf16 autocast, fused AdamW,
+# compile), config/taper.py through the whole gate schedule and its fold, then a compiled bench cell (capped at
+# COMPILE_S seconds). Each step's output lands in $OUT; a step that fails or runs out of time does not stop the rest.
+#   OUT=gpu-results bash experiments/bench_gpu.sh       # on the GPU machine
+#   QUICK=1 OUT=/tmp/gpu bash experiments/bench_gpu.sh  # a short rehearsal of the same steps (any device, no compile)
+# NANOTAPER_SHARED must hold data/tinyshakespeare.txt when data/shakespeare_char has no input.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."  # the repo
-OUT=${OUT:-gpu-results}
+OUT=${OUT:-gpu-results} PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export NANOTAPER_SHARED=${NANOTAPER_SHARED:-$(cd .. && pwd)/shared} PYTHONUNBUFFERED=1
-export TIKTOKEN_CACHE_DIR=${TIKTOKEN_CACHE_DIR:-$NANOTAPER_SHARED/data/tiktoken_cache}
 [ -e data/shakespeare_char/input.txt ] || ln -s "$NANOTAPER_SHARED/data/tinyshakespeare.txt" data/shakespeare_char/input.txt
 status=0
 step() {  # step NAME COMMAND...: run it, keep its whole output in $OUT/NAME.txt, note its exit status
@@ -22,20 +23,22 @@ step() {  # step NAME COMMAND...: run it, keep its whole output in $OUT/NAME.txt
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
-  python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
-  git rev-parse --short HEAD; } | tee "$OUT/device.txt"
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+  git rev-parse --short HEAD 2>/dev/null; } | tee "$OUT/summary.txt"
 
 if [ -n "${QUICK:-}" ]; then
-  step tests python -m pytest -q tests/test_cuda.py tests/test_fold.py
-  step train python train.py config/taper.py --out_dir="$OUT/taper" --max_iters=200 --lr_decay_iters=200 \
+  step bench $PY bench.py --quick
+  step tests $PY -m pytest -q tests/test_cuda.py tests/test_fold.py
+  step train $PY train.py config/taper.py --out_dir="$OUT/taper" --max_iters=200 --lr_decay_iters=200 \
        --warmup_iters=10 --eval_interval=100 --eval_iters=5 --log_interval=50
-  step fold python fold.py --ckpt="$OUT/taper/ckpt.pt"
-  step bench python bench.py --quick --compile
+  step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
 else
-  step tests python -m pytest -q tests
-  step train python train.py config/taper.py --out_dir="$OUT/taper"
-  step fold python fold.py --ckpt="$OUT/taper/ckpt.pt"
-  step bench python bench.py --compile
+  step bench $PY bench.py
+  step tests $PY -m pytest -q tests/test_cuda.py
+  step train $PY train.py config/taper.py --out_dir="$OUT/taper" --log_interval=250
+  step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
+  step bench_compiled timeout "${COMPILE_S:-180}" $PY bench.py --compile --modes=last --batch_sizes=1 --seq_lens=256
 fi
 grep '^{' "$OUT/bench.txt" | tail -n 1 > "$OUT/bench.json"  # bench.py's last line: every figure
+rm -f "$OUT/taper/ckpt.pt" "$OUT/taper/ckpt_folded.pt"    # too large to bring back; the log and outputs stay
 exit $status
