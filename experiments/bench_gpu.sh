@@ -33,7 +33,7 @@ if [ -n "${QUICK:-}" ]; then
        --warmup_iters=10 --eval_interval=100 --eval_iters=5 --log_interval=50
   step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
 else
-  step bench $PY bench.py
+  step bench $PY bench.py --iters=20 --decode_tokens=16  # eager decoding is host-bound there: ~3 ms a token
   step tests $PY -m pytest -q tests/test_cuda.py
   step train $PY train.py config/taper.py --out_dir="$OUT/taper" --log_interval=250
   step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
