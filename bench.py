@@ -2,10 +2,9 @@
 Time the norm variants side by side: one shape, one device, one process (METHOD.md §8).
   rmsnorm, layernorm   the normalized baselines (RMSNorm is the paper's)
   taper_rms, taper_ln  TaperNorm at g = 0 built from each: the explicit scaling L(h), not folded
-  folded_rms, _ln      the g = 0 model after fold.py: no norm in its blocks, compared with its own baseline
+  folded_rms, _ln      the g = 0 model after fold.py, no norm in its blocks: each against its own baseline
   blend_rms, _ln       TaperNorm at g = 0.5, both branches (training only: the cost of the taper itself)
-  none                 the norms deleted outright (norm='none'): the limit, zero norm cost, and the control
-                       for folded_rms, which does the same work but for ln_f
+  none                 no norm at all: the limit, and the control for folded_rms (the same work but for ln_f)
 Modes: 'last' the logits of the last position after one forward over a prompt (the paper's v1 benchmark),
 'decode' KV-cached greedy decoding (v2), 'train' one training step (forward, backward, AdamW).
 $ python bench.py                  # the paper's benchmark model (random weights: time depends on the shape alone)
@@ -37,9 +36,8 @@ NORMS = {'rms': 'rmsnorm', 'ln': 'layernorm'}
 
 @dataclass
 class BenchConfig:
-    # the default shape is the paper's benchmark model as far as it says: 8 layers, context 512, its own 10k-token
-    # vocabulary; the width is ours (512: about 30M parameters, 25.2M of them in the blocks, 5.1M in the tied
-    # embedding / lm_head)
+    # the paper's benchmark model as far as it says (8 layers, context 512, its own 10k-token vocabulary) at our width,
+    # 512: about 30M parameters, 25.2M of them in the blocks, 5.1M in the tied embedding / lm_head
     n_layer: int = 8                # transformer blocks
     n_head: int = 8                 # attention heads (64 wide)
     n_embd: int = 512               # width

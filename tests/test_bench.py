@@ -1,12 +1,29 @@
-"""bench.py --quick: runs in seconds, its last line is one JSON record with a figure for every variant and
-ratio, and each figure is the minimum over the interleaved repeats, as the header says."""
+"""bench.py: by default the paper's benchmark model against its RMSNorm baseline; --quick runs in seconds, its last
+line is one JSON record with a figure for every variant and ratio, and each figure is the minimum over the
+interleaved repeats, as the header says."""
 import json
 
 import pytest
 import torch
 
-from bench import RATIOS, VARIANTS, BenchConfig, main as bench_main
+from bench import RATIOS, VARIANTS, BenchConfig, main as bench_main, variants
 from configurator import UserError, parse_config
+from model import Norm, TaperNorm
+
+
+def test_the_default_shape_is_the_papers_benchmark_model_of_about_30m_parameters():
+    cfg = BenchConfig()
+    assert (cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size) == (8, 512, 10000, 512)
+    assert cfg.n_embd // cfg.n_head == 64 and (cfg.batch_sizes, cfg.seq_lens) == ('1,4', '128,256,512')
+    models = variants(cfg, ('rmsnorm', 'taper_rms', 'folded_rms', 'taper_ln', 'folded_ln'))
+    assert 29e6 < models['rmsnorm'].get_num_params(non_embedding=False) < 31e6
+    # each TaperNorm, and each fold, is built from the baseline it is compared with
+    for name, kind in (('taper_rms', 'rmsnorm'), ('taper_ln', 'layernorm')):
+        assert {m.kind for m in models[name].taper_norms()} == {kind} and models[name].gate.item() == 0.0
+    for name, kind in (('folded_rms', 'rmsnorm'), ('folded_ln', 'layernorm')):
+        assert models[name].config.folded and models[name].transformer.ln_f.kind == kind
+        assert not any(isinstance(m, (Norm, TaperNorm)) for m in models[name].transformer.h.modules())
+    assert ('folded_rms', 'rmsnorm') == RATIOS[0] and ('taper_rms', 'rmsnorm') == RATIOS[1]  # the paper's rows lead
 
 
 def test_quick_flag_parses():
@@ -32,6 +49,8 @@ def test_bench_quick_emits_every_figure(capsys):
             a, b = name.split('/')
             assert value == pytest.approx(rows[b]['ms'] / rows[a]['ms'])
     assert set(record['params']) == {v for names in VARIANTS.values() for v in names}
+    assert {k: record['config'][k] for k in ('n_layer', 'n_embd', 'vocab_size')} == dict(n_layer=2, n_embd=64,
+                                                                                      vocab_size=256)  # the shape
     assert sum('tokens/s | ratios' in line for line in lines) == 3   # a human-readable table per mode first
 
 
