@@ -6,16 +6,13 @@ by walking the folder, not by asking git, so a ZIP download counts what a clone 
 $ python experiments/lines.py           # prints the figures; exits 1 if one is over its budget
 """
 import ast
-import io
 import os
 import sys
-import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = ('model.py', 'train.py', 'fold.py')
 SCRIPTS = CORE + ('sample.py', 'bench.py')
 BUDGET = {'paper core': 1100, 'reading path': 1700, 'python outside tests': 2700, 'README.md': 300}
-SKIP = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
 
 
 def repo_files(*suffixes):
@@ -43,24 +40,6 @@ def count(path):
         return sum(1 for _ in f)
 
 
-def kinds(paths):
-    """{'code', 'docstring', 'comment', 'blank'}: how many lines of the files are each (a line of code that also
-    holds a comment is code)."""
-    found = dict(code=0, docstring=0, comment=0, blank=0)
-    owners = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-    for path in paths:
-        source = open(os.path.join(REPO, path)).read()
-        docs = {n for node in ast.walk(ast.parse(source))
-                if isinstance(node, owners) and ast.get_docstring(node, clean=False) is not None
-                for n in range(node.body[0].lineno, node.body[0].end_lineno + 1)}
-        code = {n for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type not in SKIP
-                for n in range(tok.start[0], tok.end[0] + 1)}
-        for n, line in enumerate(source.splitlines(), 1):
-            kind = 'blank' if not line.strip() else 'docstring' if n in docs else 'code' if n in code else 'comment'
-            found[kind] += 1
-    return found
-
-
 def figures():
     seen, todo = set(), list(SCRIPTS)
     while todo:
@@ -77,6 +56,5 @@ if __name__ == '__main__':
     sizes, path = figures()
     for name, lines in sizes.items():
         print(f"{name}: {lines} lines (budget {BUDGET[name]})")
-    print("reading path by kind: " + ', '.join(f"{k} {v}" for k, v in kinds(path).items()))
     print("reading path: " + ', '.join(path))
     sys.exit(any(sizes[name] > BUDGET[name] for name in BUDGET))
