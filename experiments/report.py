@@ -259,22 +259,28 @@ def size_tables(runs):
 
 
 def bench_table(record):
-    """bench.py's JSON record as one table: tokens/s ratios per cell (eager), with the device and estimator."""
-    ratios = ('folded/layernorm', 'folded/rmsnorm', 'folded/none', 'taper/layernorm', 'blend/layernorm')
+    """bench.py's JSON record as tables: tokens/s ratios per cell (the paper's RMSNorm rows first, then LayerNorm's
+    and the control), the control's spread, and the training step's cost; with the device and the estimator."""
+    ratios = ('folded_rms/rmsnorm', 'taper_rms/rmsnorm', 'folded_ln/layernorm', 'taper_ln/layernorm', 'folded_rms/none')
     cells = defaultdict(dict)
     for r in record['ratios']:
-        if not r['compiled']:
-            cells[(r['mode'], r['B'], r['T'])][r['ratio']] = r['value']
-    lines = ["| mode | B | T | " + " | ".join(ratios) + " |", "|---" * (3 + len(ratios)) + "|"]
-    for (mode, B, T), values in cells.items():
-        lines.append(f"| {mode} | {B} | {T} | " + " | ".join(f"{values[k]:.3f}" if k in values else "" for k in ratios)
-                     + " |")
-    c = record['config']
-    lines += ["", f"{record['device']}, torch {record['torch']}, {record['dtype']}, eager, commit {record['commit']}: "
-              f"the minimum of {c['repeats']} interleaved repeats of {c['iters']} iteration(s) per variant and cell."]
-    train = next(values for (mode, _, _), values in cells.items() if mode == 'train')
-    lines += ["", f"Training cost: one step of TaperNorm at g = 0 takes {1 / train['taper/layernorm']:.3f}x "
-              f"LayerNorm's time, and {1 / train['blend/layernorm']:.3f}x while tapering (g = 0.5, both branches)."]
+        cells[(r['mode'], 'compiled' if r['compiled'] else 'eager', r['B'], r['T'])][r['ratio']] = r['value']
+    lines = ["| mode | | B | T | " + " | ".join(ratios) + " |", "|---" * (4 + len(ratios)) + "|"]
+    lines += [f"| {mode} | {how} | {B} | {T} | " + " | ".join(f"{values[k]:.3f}" for k in ratios) + " |"
+              for (mode, how, B, T), values in cells.items() if mode != 'train']
+    c, control = record['config'], [(key, v['folded_rms/none']) for key, v in cells.items() if 'folded_rms/none' in v]
+    off = [f"{mode} {how} B={B} T={T} ({value:.3f})" for (mode, how, B, T), value in control if abs(value - 1) > 0.01]
+    lines += ["", f"{record['device']}, torch {record['torch']}, {record['dtype']}, commit {record['commit']}; "
+              f"{c['n_layer']} layers x {c['n_embd']} wide, vocabulary {c['vocab_size']}, "
+              f"{record['params']['rmsnorm'] / 1e6:.1f}M parameters, random weights: the minimum of {c['repeats']} "
+              f"interleaved repeats of {c['iters']} iteration(s) per variant and cell. The control, folded_rms/none "
+              "(the same work but for ln_f), is " + (f"more than 1% from 1 in {', '.join(off)}." if off else
+                                                     "within 1% of 1 in every cell.")]
+    for (mode, how, _, _), t in cells.items():
+        if mode == 'train':
+            lines += ["", f"Training cost ({how}): one step of TaperNorm at g = 0 takes {1 / t['taper_rms/rmsnorm']:.3f}x "
+                      f"RMSNorm's time ({1 / t['taper_ln/layernorm']:.3f}x LayerNorm's), and while tapering (g = 0.5, "
+                      f"both branches) {1 / t['blend_rms/rmsnorm']:.3f}x ({1 / t['blend_ln/layernorm']:.3f}x)."]
     return '\n'.join(lines) + '\n'
 
 
