@@ -1,17 +1,10 @@
 """
-The Shakespeare experiments behind the README's results (METHOD.md §9): every run is config/taper.py (a fine-tune:
-config/finetune_taper.py) with a few overrides, written to out-sweep/<variant>-lr<rate>-s<seed>. Runs whose logs
-are finished, here or in the committed archive (results/logs), are skipped and interrupted ones resumed, so a stage
-can simply be run again. Stages, in the order they depend on each other:
-  lr        the four main variants x learning rates x 2 seeds, widening the range while a best rate is at an edge
-  best      each main variant at its best learning rate (lowest mean final val loss), 6 seeds
-  ablation  the final-norm ablations at layernorm's best learning rate, 3 seeds
-  schedule  taper_ln calibrating earlier and later than the default, at its best learning rate, 2 seeds
-  finetune_lr, finetune   removing the norms of the trained LayerNorm models of 'best' (METHOD.md §11): five ways x
-            fine-tuning rates x 2 seeds, widening as 'lr' does, then each at its best rate, 6 seeds; each removal
-            is folded (fold.py), and its fold check is added to the run's log
-  finetune_schedule   finetune_taper and finetune_fakeln calibrating at the end of warmup, 2 seeds
-  size_lr, size   layernorm and taper_ln at 8 layers and three widths, tuned and paired as 'lr' and 'best'
+The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a fine-tune:
+config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished here or
+archived in results/logs are skipped and interrupted ones resumed: run a stage again to go on. The stages, in order:
+lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
+seeds), ablation, schedule; finetune_lr and finetune (removing the norms of best's LayerNorm models, METHOD.md §11,
+each removal folded and its check added to its log), finetune_schedule; size_lr and size (8 layers, three widths).
 $ python experiments/sweep.py --stage=all --jobs=2    # every stage, two runs at a time (one thread each)
 $ python experiments/report.py                        # then results/runs.csv, the tables, the plots, the README
 """
