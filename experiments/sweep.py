@@ -46,14 +46,15 @@ WIDTHS = (64, 128, 256)  # the size series: 8 layers (the paper's depth), heads 
 VARIANTS.update({f'{v}-8x{w}': dict(VARIANTS[v], n_layer=8, n_embd=w, n_head=w // 32)
                  for v in ('layernorm', 'taper_ln') for w in WIDTHS})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
-ABLATIONS = ('all_taper_anchor', 'all_taper', 'none_anchor', 'none')
-SCHEDULES = ('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600')
 REMOVALS = tuple(FINETUNES)[:5]
 FOLDED = tuple(v for v, overrides in FINETUNES.items() if overrides.get('taper') != 'off')  # each run is folded
 SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln'))
 TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
+AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
+           'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 2),
+           'finetune_schedule': (('finetune_taper_start50', 'finetune_fakeln_start50'), 2)}
 STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
@@ -89,13 +90,10 @@ def plan(cfg, stage):
         return wanted
     if stage in BEST:
         return [(v, best[v], s) for v in BEST[stage] if v in best for s in SEEDS]
-    if stage == 'ablation':
-        return [(v, best['layernorm'], s) for v in ABLATIONS for s in SEEDS[:3]] if 'layernorm' in best else []
-    if stage == 'schedule':
-        return [(v, best['taper_ln'], s) for v in SCHEDULES for s in SEEDS[:2]] if 'taper_ln' in best else []
-    if stage == 'finetune_schedule':
-        return [(f'{v}_start50', best[v], s) for v in ('finetune_taper', 'finetune_fakeln') if v in best
-                for s in SEEDS[:2]]
+    if stage in AT_BEST:  # at the best rate of layernorm (the ablations), or of the variant a schedule moves
+        variants, n_seeds = AT_BEST[stage]
+        base = {v: 'layernorm' if stage == 'ablation' else v.rsplit('_start', 1)[0] for v in variants}
+        return [(v, best[base[v]], s) for v in variants if base[v] in best for s in SEEDS[:n_seeds]]
     raise UserError(f"stage={stage!r} must be one of {', '.join(STAGES)} or 'all'")
 
 
