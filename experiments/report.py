@@ -24,9 +24,11 @@ COLUMNS = ('variant', 'learning_rate', 'seed', 'n_layer', 'n_embd', 'params', 's
            'max_iters', 'taper_start', 'taper_end', 's', 'largest_s', 'logit_norm', 'fold_max_logit_diff', 'wall_s',
            'commit')
 PAIRS = (('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))
+ABLATIONS = ('all_taper_anchor', 'all_taper', 'none_anchor', 'none')
 REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
 HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
                 ('finetune_taper_start50', 'finetune_taper'), ('finetune_fakeln_start50', 'finetune_fakeln'))
+VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
@@ -134,6 +136,11 @@ def gap_cells(diff):
             f"{100 * diff[1] / diff[3]:+.2f}%"]
 
 
+def head(*cells):
+    """A markdown table's header row and rule."""
+    return ["| " + " | ".join(cells) + " |", "|---" * len(cells) + "|"]
+
+
 def vs_row(runs, best, v, base, *extra):
     """| v | its best lr | seeds | final val loss | v - base paired (or 'baseline') | extra cells |"""
     rs = [r for r in runs if (r['variant'], r['learning_rate']) == (v, best[v])]
@@ -145,7 +152,7 @@ def vs_row(runs, best, v, base, *extra):
 def lr_table(runs, variants, best):
     by, lrs = group(runs, 'variant', 'learning_rate'), sorted({r['learning_rate'] for r in runs if r['variant'] in
                                                                variants})
-    lines = ["| variant | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+    lines = head('variant', *(f"lr {lr:g}" for lr in lrs))
     for v in (v for v in variants if v in best):
         cells = [(f"{statistics.fmean(r['val_loss'] for r in by[(v, lr)]):.4f} ({len(by[(v, lr)])})"
                   if (v, lr) in by else "") for lr in lrs]
@@ -164,33 +171,28 @@ def tables(runs):
     """The main job's tables: learning rates, the tapered models against their baselines, the final norm, the
     calibration point."""
     runs = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
-    best, by = best_rates(runs), group(runs, 'variant', 'learning_rate')
+    best = best_rates(runs)
     lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
     lines += lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best)
     lines += ["", "Each variant at its own best learning rate; the tapered model against its baseline, paired by "
-              "seed (same initial weights and batches), with a 95% confidence interval (Student's t):", "",
-              "| variant | lr | seeds | final val loss | vs baseline (paired) | 95% CI | relative |", "|---" * 7 + "|"]
+              "seed (same initial weights and batches), with a 95% confidence interval (Student's t):", ""]
+    lines += head(*VS, 'vs baseline (paired)', '95% CI', 'relative')
     lines += [vs_row(runs, best, v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best]
     if 'layernorm' in best:
-        lr = best['layernorm']
-        lines += ["", f"The final norm and the anchor, every variant at layernorm's best learning rate ({lr:g}): final "
-                  "validation loss, and the pre-logit scale s and mean logit norm at the last logged step:", "",
-                  "| variant | seeds | final val loss | s | logit norm |", "|---" * 5 + "|"]
-        for v in ('layernorm', 'taper_ln', 'all_taper_anchor', 'all_taper', 'none_anchor', 'none'):
-            rs = by.get((v, lr))
-            if rs:
-                lines.append(f"| {v} | {len(rs)} | {mean_sd([r['val_loss'] for r in rs])} | "
-                             f"{statistics.fmean(r['s'] for r in rs):.2f} | "
-                             f"{statistics.fmean(r['logit_norm'] for r in rs):.1f} |")
+        lines += ["", f"The final norm and the anchor, every variant at layernorm's best rate ({best['layernorm']:g}) "
+                  "and paired with it; the pre-logit scale s and mean logit norm at the last logged step:", ""]
+        lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative', 's', 'logit norm')
+        lines += [vs_row(runs, best, v, 'layernorm', lambda rs: f"{statistics.fmean(r['s'] for r in rs):.2f}",
+                         lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}")
+                  for v in ('layernorm', 'taper_ln') + ABLATIONS if v in best]
     if 'taper_ln' in best:
-        lr = best['taper_ln']
-        lines += ["", f"When to calibrate: taper_ln at its best learning rate ({lr:g}), taper_start moved (taper_end "
-                  "stays at 1000 of 2000); the largest pre-logit scale s seen shows a run that ran away:", "",
-                  "| taper_start | seeds | final val loss | largest s |", "|---" * 4 + "|"]
-        for (v, lr_), rs in sorted(by.items(), key=lambda kv: kv[1][0]['taper_start']):
-            if lr_ == lr and v.startswith('taper_ln') and rs[0]['taper_end'] == 1000:
-                lines.append(f"| {rs[0]['taper_start']}{' (default)' if v == 'taper_ln' else ''} | {len(rs)} | "
-                             f"{mean_sd([r['val_loss'] for r in rs])} | {max(r['largest_s'] for r in rs):.1f} |")
+        lines += ["", f"When to calibrate: taper_ln at its best rate ({best['taper_ln']:g}), taper_start moved "
+                  "(taper_end stays at 1000 of 2000), paired with the default; the largest pre-logit scale s seen "
+                  "shows a run that ran away:", ""]
+        lines += head(*VS, 'vs taper_ln (paired)', '95% CI', 'relative', 'taper_start', 'largest s')
+        lines += [vs_row(runs, best, v, 'taper_ln', lambda rs: str(rs[0]['taper_start']),
+                         lambda rs: f"{max(r['largest_s'] for r in rs):.1f}")
+                  for v in ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600') if v in best]
     return '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -200,61 +202,39 @@ def finetune_tables(runs):
     best, start = best_rates(runs), [r['log']['eval'][0]['val'] for r in runs]
     if 'finetune_layernorm' not in best:
         return ''
-    lines = [f"Each seed's LayerNorm model (its source, {runs[0]['source'].rsplit('-s', 1)[0]}-s<seed> at iteration "
-             f"{runs[0]['source'].split('@')[1]}: validation loss {statistics.fmean(start):.4f} where every fine-tune "
-             f"starts) fine-tuned for {runs[0]['max_iters']} iterations. Final validation loss by fine-tuning rate "
-             "(mean over seeds; **bold**: each variant's best):", ""]
+    lines = [f"Each seed's LayerNorm model (runs.csv names it in its source column; mean validation loss "
+             f"{statistics.fmean(start):.4f}) fine-tuned for {runs[0]['max_iters']} iterations. Final validation loss "
+             "by fine-tuning rate (mean over seeds; **bold**: each variant's best):", ""]
     lines += lr_table(runs, ('finetune_layernorm',) + REMOVALS, best)
     lines += ["", "Each at its own best rate, paired by seed with finetune_layernorm (same weights, same batches), a "
               "95% interval (Student's t); the largest pre-logit scale s seen, the logit norm at the end, and the "
-              "largest logit difference between a model and its fold (fold.py, float32) over the seeds:", "",
-              "| variant | lr | seeds | final val loss | vs finetune_layernorm | 95% CI | relative | largest s | "
-              "logit norm | fold: max abs logit diff |", "|---" * 10 + "|"]
+              "largest logit difference between a model and its fold (fold.py, float32) over the seeds:", ""]
+    lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: max |dlogit|')
     lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
                      lambda rs: f"{max(r['fold_max_logit_diff'] or 0 for r in rs):.2e}" * (v in REMOVALS))
               for v in ('finetune_layernorm',) + REMOVALS if v in best]
     lines += ["", "Head to head, paired by seed, each at its best rate (a start50 run calibrates right after the "
-              "warmup, taper 50 .. 350, at its method's best rate):", "",
-              "| a - b | seeds | paired difference | 95% CI | relative to b |", "|---" * 5 + "|"]
-    for a, b in HEAD_TO_HEAD:
-        diff = paired(runs, a, b, best.get(a), best.get(b))
-        if diff:
-            lines.append(f"| {a} - {b} | " + " | ".join([str(diff[0])] + gap_cells(diff)).replace(
-                f" ({diff[0]} seeds)", "") + " |")
+              "warmup, taper 50 .. 350, at its method's best rate):", ""]
+    lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
+    lines += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
     return '\n'.join(lines + provenance(runs)) + '\n'
-
-
-def size_rows(runs):
-    """[(width, params, {variant: (best lr, its runs)}, paired difference or None)] of the size series."""
-    best, by, rows = best_rates(runs), group(runs, 'variant', 'learning_rate'), []
-    for width in sorted({r['n_embd'] for r in runs if '-8x' in r['variant']}):
-        ln, taper = f'layernorm-8x{width}', f'taper_ln-8x{width}'
-        if ln in best and taper in best:
-            rows.append((width, by[(ln, best[ln])][0]['params'], {v: (best[v], by[(v, best[v])]) for v in (ln, taper)},
-                         paired(runs, taper, ln, best[taper], best[ln])))
-    return rows
 
 
 def size_tables(runs):
     """The size series: taper_ln against layernorm at 8 layers and growing width, each at its best rate."""
     runs = [r for r in runs if '-8x' in r['variant']]
-    rows = size_rows(runs)
-    if not rows:
+    best, widths = best_rates(runs), sorted({r['n_embd'] for r in runs})
+    pairs = [(f'{v}-8x{w}', f'layernorm-8x{w}') for w in widths for v in ('layernorm', 'taper_ln')]
+    if not any(a != b and a in best and b in best for a, b in pairs):
         return ''
     lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
-    lines += lr_table(runs, sorted({r['variant'] for r in runs}, key=lambda v: (int(v.split('x')[1]), v)),
-                      best_rates(runs))
-    lines += ["", "Each at its own best rate; taper_ln against layernorm paired by seed, with a 95% interval; the "
-              "largest pre-logit scale s any taper_ln run reached:", "",
-              "| n_layer x n_embd | parameters | layernorm: lr, final val loss | taper_ln: lr, final val loss | "
-              "paired difference | 95% CI | relative cost | largest s |", "|---" * 8 + "|"]
-    for width, params, at, diff in rows:
-        (ln_lr, ln_runs), (taper_lr, taper_runs) = at.values()
-        lines.append(f"| 8 x {width} | {params / 1e6:.2f}M | {ln_lr:g}, {mean_sd([r['val_loss'] for r in ln_runs])} "
-                     f"({len(ln_runs)}) | {taper_lr:g}, {mean_sd([r['val_loss'] for r in taper_runs])} "
-                     f"({len(taper_runs)}) | " + " | ".join(gap_cells(diff)) +
-                     f" | {max(r['largest_s'] for r in taper_runs):.1f} |")
+    lines += lr_table(runs, [a for a, _ in pairs], best)
+    lines += ["", "Each at its own best rate; taper_ln against layernorm of the same size, paired by seed, with a 95% "
+              "interval; the parameter count and the largest pre-logit scale s any run reached:", ""]
+    lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative cost', 'parameters', 'largest s')
+    lines += [vs_row(runs, best, a, b, lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
+                     lambda rs: f"{max(r['largest_s'] for r in rs):.1f}") for a, b in pairs if a in best and b in best]
     return '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -265,7 +245,7 @@ def bench_table(record):
     cells = defaultdict(dict)
     for r in record['ratios']:
         cells[(r['mode'], 'compiled' if r['compiled'] else 'eager', r['B'], r['T'])][r['ratio']] = r['value']
-    lines = ["| mode | | B | T | " + " | ".join(ratios) + " |", "|---" * (4 + len(ratios)) + "|"]
+    lines = head('mode', '', 'B', 'T', *ratios)
     lines += [f"| {mode} | {how} | {B} | {T} | " + " | ".join(f"{values[k]:.3f}" for k in ratios) + " |"
               for (mode, how, B, T), values in cells.items() if mode != 'train']
     c, control = record['config'], [(key, v['folded_rms/none']) for key, v in cells.items() if 'folded_rms/none' in v]
@@ -278,9 +258,10 @@ def bench_table(record):
                                                      "within 1% of 1 in every cell.")]
     for (mode, how, _, _), t in cells.items():
         if mode == 'train':
-            lines += ["", f"Training cost ({how}): one step of TaperNorm at g = 0 takes {1 / t['taper_rms/rmsnorm']:.3f}x "
-                      f"RMSNorm's time ({1 / t['taper_ln/layernorm']:.3f}x LayerNorm's), and while tapering (g = 0.5, "
-                      f"both branches) {1 / t['blend_rms/rmsnorm']:.3f}x ({1 / t['blend_ln/layernorm']:.3f}x)."]
+            lines += ["", f"Training cost ({how}): a step of TaperNorm at g = 0 takes "
+                      f"{1 / t['taper_rms/rmsnorm']:.3f}x RMSNorm's time ({1 / t['taper_ln/layernorm']:.3f}x "
+                      f"LayerNorm's), and while tapering (g = 0.5, both branches) {1 / t['blend_rms/rmsnorm']:.3f}x "
+                      f"({1 / t['blend_ln/layernorm']:.3f}x)."]
     return '\n'.join(lines) + '\n'
 
 
@@ -315,10 +296,15 @@ def plot(runs, out, plt):
     fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
     fig.tight_layout()
     fig.savefig(os.path.join(out, 'scale.png'), dpi=120)
-    rows = [row for row in size_rows([r for r in runs if '-8x' in r['variant']]) if row[3]]
-    if rows:
+    size, rel = [r for r in runs if '-8x' in r['variant']], []  # (parameters, relative cost %, its 95% half-width)
+    best = best_rates(size)
+    for w in sorted({r['n_embd'] for r in size}):
+        a, b = f'taper_ln-8x{w}', f'layernorm-8x{w}'
+        d = paired(size, a, b, best[a], best[b]) if a in best and b in best else None
+        if d:
+            rel.append((next(r['params'] for r in size if r['n_embd'] == w), 100 * d[1] / d[3], 100 * d[2] / d[3]))
+    if rel:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        rel = [(params, 100 * d[1] / d[3], 100 * d[2] / d[3]) for _, params, _, d in rows]
         ax.errorbar([p for p, _, _ in rel], [m for _, m, _ in rel], yerr=[h for _, _, h in rel], marker='o',
                     capsize=4, label='taper_ln vs layernorm, 8 layers (95% interval)')
         ax.axhspan(0.7, 1.8, color='tab:orange', alpha=0.2, label="the paper's 0.7-1.8% (TinyStories, 1M-30M)")

@@ -145,18 +145,29 @@ def test_a_real_tiny_sweep_resumes_an_interrupted_run_and_skips_finished_ones(sh
 
 
 def bench_record():
-    return dict(device='cpu', torch='2.x', dtype='float32', commit='abc', config=dict(repeats=20, iters=1), ratios=[
-        dict(mode='last', compiled=False, B=1, T=128, ratio='folded/none', value=0.995),
-        dict(mode='last', compiled=True, B=1, T=128, ratio='folded/none', value=2.0),     # compiled: another table
-        dict(mode='train', compiled=False, B=4, T=128, ratio='taper/layernorm', value=1.25),
-        dict(mode='train', compiled=False, B=4, T=128, ratio='blend/layernorm', value=0.8)])
+    def cells(mode, compiled, B, T, **values):
+        return [dict(mode=mode, compiled=compiled, B=B, T=T, ratio=k.replace('_over_', '/'), value=v)
+                for k, v in values.items()]
+    inference = dict(folded_rms_over_rmsnorm=1.116, taper_rms_over_rmsnorm=1.078, folded_ln_over_layernorm=1.01,
+                     taper_ln_over_layernorm=1.0)
+    return dict(device='cpu', torch='2.x', dtype='float32', commit='abc', params=dict(rmsnorm=30.4e6),
+                config=dict(repeats=20, iters=1, n_layer=8, n_embd=512, vocab_size=10000),
+                ratios=cells('last', False, 1, 128, **inference, folded_rms_over_none=0.995) +
+                cells('last', True, 1, 128, **inference, folded_rms_over_none=1.002) +
+                cells('decode', False, 1, 128, **inference, folded_rms_over_none=0.98) +
+                cells('train', False, 4, 128, taper_rms_over_rmsnorm=1.25, taper_ln_over_layernorm=1.0,
+                      blend_rms_over_rmsnorm=0.8, blend_ln_over_layernorm=0.5))
 
 
-def test_the_bench_table_and_the_training_cost_sentence():
+def test_the_bench_table_the_control_and_the_training_cost_sentence():
     table = report.bench_table(bench_record())
-    assert "| last | 1 | 128 |  |  | 0.995 |  |  |" in table and '2.000' not in table
+    assert "| last | eager | 1 | 128 | 1.116 | 1.078 | 1.010 | 1.000 | 0.995 |" in table   # the paper's rows first
+    assert "| last | compiled | 1 | 128 |" in table and "| train |" not in table
+    assert "8 layers x 512 wide, vocabulary 10000, 30.4M parameters" in table
     assert "the minimum of 20 interleaved repeats" in table
-    assert "takes 0.800x LayerNorm's time, and 1.250x while tapering" in table          # time = 1 / tok/s ratio
+    assert "more than 1% from 1 in decode eager B=1 T=128 (0.980)." in table             # the control's exception
+    assert ("takes 0.800x RMSNorm's time (1.000x LayerNorm's), and while tapering (g = 0.5, both branches) 1.250x "
+            "(2.000x)") in table                                                     # time = 1 / tok/s ratio
 
 
 def test_the_readme_speed_table_is_regenerated_from_the_bench_record_alone(tmp_path):
@@ -167,7 +178,7 @@ def test_the_readme_speed_table_is_regenerated_from_the_bench_record_alone(tmp_p
     report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'no-sweep'), out=str(tmp_path / 'out'),
                                     bench=str(bench), readme=str(readme)))
     text = readme.read_text()
-    assert 'old table' not in text and '| last | 1 | 128 |' in text and text.endswith('end\n')
+    assert 'old table' not in text and '| last | eager | 1 | 128 |' in text and text.endswith('end\n')
     assert not (tmp_path / 'out').exists()                      # no sweep: no runs.csv, tables or plots
     with pytest.raises(UserError, match='no such file'):
         report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'no-sweep'), bench=str(tmp_path / 'missing.json')))
