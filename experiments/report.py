@@ -149,15 +149,18 @@ def vs_row(runs, best, v, base, *extra):
         gap + [cell(rs) for cell in extra]) + " |"
 
 
-def lr_table(runs, variants, best):
+def lr_table(runs, variants, best, what):
+    """The tuning behind a section's paired tables (results.md holds it, the README the paired tables)."""
     by, lrs = group(runs, 'variant', 'learning_rate'), sorted({r['learning_rate'] for r in runs if r['variant'] in
                                                                variants})
-    lines = head('variant', *(f"lr {lr:g}" for lr in lrs))
+    lines = [f"{what}: final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
+    lines += head('variant', *(f"lr {lr:g}" for lr in lrs))
     for v in (v for v in variants if v in best):
         cells = [(f"{statistics.fmean(r['val_loss'] for r in by[(v, lr)]):.4f} ({len(by[(v, lr)])})"
                   if (v, lr) in by else "") for lr in lrs]
         lines.append(f"| {v} | " + " | ".join(f"**{c}**" if lr == best[v] else c for c, lr in zip(cells, lrs)) + " |")
-    return lines
+    return '\n'.join(lines) + '\n'
+
 
 
 def provenance(runs):
@@ -168,14 +171,14 @@ def provenance(runs):
 
 
 def tables(runs):
-    """The main job's tables: learning rates, the tapered models against their baselines, the final norm, the
+    """The main job's (tuning, tables): the tapered models against their baselines, the final norm, the
     calibration point."""
     runs = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
     best = best_rates(runs)
-    lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
-    lines += lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best)
-    lines += ["", "Each variant at its own best learning rate; the tapered model against its baseline, paired by "
-              "seed (same initial weights and batches), with a 95% confidence interval (Student's t):", ""]
+    tuning = lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best, "Training while the norms taper")
+    lines = ["Each variant at its own best learning rate (results/results.md: every rate tried); the tapered model "
+             "against its baseline, paired by seed (same initial weights and batches), with a 95% confidence interval "
+             "(Student's t):", ""]
     lines += head(*VS, 'vs baseline (paired)', '95% CI', 'relative')
     lines += [vs_row(runs, best, v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best]
     if 'layernorm' in best:
@@ -193,22 +196,23 @@ def tables(runs):
         lines += [vs_row(runs, best, v, 'taper_ln', lambda rs: str(rs[0]['taper_start']),
                          lambda rs: f"{max(r['largest_s'] for r in rs):.1f}")
                   for v in ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600') if v in best]
-    return '\n'.join(lines + provenance(runs)) + '\n'
+    return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
 def finetune_tables(runs):
-    """Removing the norms of a trained model: every fine-tune against finetune_layernorm, and head to head."""
+    """Removing the norms of a trained model (tuning, tables): every fine-tune against finetune_layernorm, and head
+    to head."""
     runs = [r for r in runs if r['source']]
     best, start = best_rates(runs), [r['log']['eval'][0]['val'] for r in runs]
     if 'finetune_layernorm' not in best:
-        return ''
-    lines = [f"Each seed's LayerNorm model (runs.csv names it in its source column; mean validation loss "
-             f"{statistics.fmean(start):.4f}) fine-tuned for {runs[0]['max_iters']} iterations. Final validation loss "
-             "by fine-tuning rate (mean over seeds; **bold**: each variant's best):", ""]
-    lines += lr_table(runs, ('finetune_layernorm',) + REMOVALS, best)
-    lines += ["", "Each at its own best rate, paired by seed with finetune_layernorm (same weights, same batches), a "
-              "95% interval (Student's t); the largest pre-logit scale s seen, the logit norm at the end, and the "
-              "largest logit difference between a model and its fold (fold.py, float32) over the seeds:", ""]
+        return '', ''
+    tuning = lr_table(runs, ('finetune_layernorm',) + REMOVALS, best, "Removing the norms of a trained model")
+    lines = [f"Every fine-tune starts at validation loss {statistics.fmean(start):.4f} (the mean over the seeds' "
+             f"models; runs.csv names each in its source column) and runs {runs[0]['max_iters']} iterations. Each way "
+             "at its own best rate (results/results.md: every rate tried), paired by seed with finetune_layernorm "
+             "(same weights, same batches), a 95% interval (Student's t); the largest pre-logit scale s seen, the "
+             "logit norm at the end, and the largest logit difference between a model and its fold (fold.py, "
+             "float32) over the seeds:", ""]
     lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: max |dlogit|')
     lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
@@ -218,24 +222,24 @@ def finetune_tables(runs):
               "warmup, taper 50 .. 350, at its method's best rate):", ""]
     lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
     lines += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
-    return '\n'.join(lines + provenance(runs)) + '\n'
+    return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
 def size_tables(runs):
-    """The size series: taper_ln against layernorm at 8 layers and growing width, each at its best rate."""
+    """The size series (tuning, table): taper_ln against layernorm at 8 layers and growing width."""
     runs = [r for r in runs if '-8x' in r['variant']]
     best, widths = best_rates(runs), sorted({r['n_embd'] for r in runs})
     pairs = [(f'{v}-8x{w}', f'layernorm-8x{w}') for w in widths for v in ('layernorm', 'taper_ln')]
     if not any(a != b and a in best and b in best for a, b in pairs):
-        return ''
-    lines = ["Final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
-    lines += lr_table(runs, [a for a, _ in pairs], best)
-    lines += ["", "Each at its own best rate; taper_ln against layernorm of the same size, paired by seed, with a 95% "
-              "interval; the parameter count and the largest pre-logit scale s any run reached:", ""]
+        return '', ''
+    tuning = lr_table(runs, [a for a, _ in pairs], best, "The size series")
+    lines = ["Each at its own best rate (results/results.md: every rate tried); taper_ln against layernorm of the "
+             "same size, paired by seed, with a 95% interval; the parameter count and the largest pre-logit scale s "
+             "any run reached:", ""]
     lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative cost', 'parameters', 'largest s')
     lines += [vs_row(runs, best, a, b, lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
                      lambda rs: f"{max(r['largest_s'] for r in rs):.1f}") for a, b in pairs if a in best and b in best]
-    return '\n'.join(lines + provenance(runs)) + '\n'
+    return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
 def bench_table(record):
@@ -353,13 +357,13 @@ def main(cfg):
         writer.writeheader()
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
     sections = {'results': tables(runs), 'finetune': finetune_tables(runs), 'size': size_tables(runs)}
-    with open(os.path.join(cfg.out, 'results.md'), 'w') as f:
-        f.write('\n'.join(text for text in sections.values() if text))
+    with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has all but the tuning
+        f.write('\n'.join(part for parts in sections.values() for part in parts if part))
     plot(runs, cfg.out, plt)
-    for name, text in sections.items():
+    for name, (tuning, text) in sections.items():
         if cfg.readme and text:
             write_between_markers(cfg.readme, name, text)
-        print(text)
+        print(tuning + '\n' + text)
     print(f"wrote {cfg.out}/runs.csv, results.md, the plots{' and ' + cfg.readme if cfg.readme else ''}")
 
 

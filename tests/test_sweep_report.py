@@ -100,7 +100,9 @@ def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
     assert "| taper_ln | 0.004 | 3 | 1.9133 ± 0.0208 | -0.0067 (3 seeds) |" in table and "-0.35%" in table
     text = readme.read_text()
     assert text.startswith("# x\n<!-- report:results -->\n") and text.endswith("<!-- /report:results -->\ntail\n")
-    assert table in text and '\nold\n' not in text
+    tuning, paired = table.split("\nEach variant at its own best")                # the README: all but the tuning
+    assert "| layernorm | 2.0200 (3) | **1.9200 (3)** |  |" in tuning                # results.md: every rate tried
+    assert ("Each variant at its own best" + paired) in text and tuning not in text and '\nold\n' not in text
     for name in ('val_loss.png', 'scale.png'):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
