@@ -184,10 +184,8 @@ def main(cfg):
 def bench(cfg, device):
     dtype_name = pick_dtype(cfg.dtype, device)
     dtype, ctx = getattr(torch, dtype_name), autocast(device, dtype_name)
-    head = cfg.n_embd * cfg.vocab_size / (cfg.n_embd * cfg.vocab_size + 12 * cfg.n_layer * cfg.n_embd ** 2)
     print(f"nanotaper bench | {device_name(device)} | torch {torch.__version__} | commit {git_commit()} | "
-          f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}: lm_head is "
-          f"{100 * head:.0f}% of a decoded token's matrix work")
+          f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}")
     print(f"time per variant: the minimum of {cfg.repeats} interleaved repeats of {cfg.iters} iteration(s), after "
           f"{cfg.warmup} warm-up(s); a ratio a/b is b's time over a's (above 1: a is faster)")
     results, ratios, params = [], [], {}

@@ -1,18 +1,16 @@
 # Remove the norms of a trained model (METHOD.md §11): the main job's LayerNorm control fine-tuned for 1,000
-# iterations while its internal norms taper away (Internal-Taper). The same fine-tune with FakeLN's one-at-a-time
-# removal is config/finetune_fakeln.py; with nothing removed (the control), config/finetune_layernorm.py.
+# iterations while its internal norms taper away. With FakeLN: config/finetune_fakeln.py; the control, nothing
+# removed: config/finetune_layernorm.py.
 # $ python train.py config/layernorm.py && python train.py config/finetune_taper.py
 extends = 'taper.py'
 out_dir = 'out-finetune-taper'
 init_from = 'out-layernorm/ckpt.pt'  # a new run from its weights; the model's shape and norm come with them
 
-# 1,000 iterations: a short warmup (the optimizer starts fresh), then a cosine from the fine-tuning rate, which
-# experiments/sweep.py --stage=finetune_lr tuned (the best for the removal methods and the control alike)
+# a short warmup (the optimizer starts fresh), then a cosine from the rate experiments/sweep.py tuned
 max_iters = 1000
 lr_decay_iters = 1000
 warmup_iters = 50
 learning_rate = 1e-3
 min_lr = 1e-5
 
-# the gate keeps its defaults: calibrate at 200 (20%), gate 0 from 500 (50%) on
-taper = 'internal'
+taper = 'internal'  # the gate keeps its defaults: calibrate at 200 (20%), gate 0 from 500 (50%) on

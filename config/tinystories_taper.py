@@ -1,9 +1,7 @@
-# TinyStories pre-training in the paper's shape (8 layers, 512-token context) with Internal-Taper: 384 wide,
-# 33.5M parameters as train.py counts them (14.2M without the tied GPT-2 token embedding). The control is
-# config/tinystories_layernorm.py; for the paper's RMS variant add --norm=rmsnorm to both.
-# $ python data/tinystories/prepare.py
-# $ python train.py config/tinystories_taper.py   (or: torchrun --standalone --nproc_per_node=8 train.py ...)
-# Not yet run on a GPU: the step counts and learning rate are a first guess for a model this size.
+# TinyStories pre-training in the paper's shape (8 layers, 512-token context) with Internal-Taper, 384 wide: 33.5M
+# parameters (14.2M without the tied GPT-2 token embedding). The control is config/tinystories_layernorm.py; for
+# the paper's RMS variant add --norm=rmsnorm to both. Not yet run on a GPU: the step counts are a first guess.
+# $ python data/tinystories/prepare.py && python train.py config/tinystories_taper.py   (or with torchrun)
 out_dir = 'out-tinystories-taper'
 dataset = 'tinystories'
 eval_interval = 500

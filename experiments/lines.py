@@ -1,8 +1,7 @@
 """
-The size budget, counted like wc -l (blank and comment lines included): the paper's core (model.py, train.py,
-fold.py: the design card's "whole paper in about 1,000 lines"), the reading path (the five scripts and every local
-module they import), all Python outside tests/, and the README. The README quotes these figures. Files are found
-by walking the folder, not by asking git, so a ZIP download counts what a clone counts.
+The size budget in wc -l lines: the paper's core (model.py, train.py, fold.py: "the whole paper in about 1,000
+lines"), the reading path (the five scripts and the local modules they import), Python outside tests/, the README.
+Files are found by walking the folder, not by asking git, so a ZIP download counts what a clone counts.
 $ python experiments/lines.py           # prints the figures; exits 1 if one is over its budget
 """
 import ast
@@ -27,12 +26,10 @@ def repo_files(*suffixes):
 
 def local_imports(path):
     """The repo's own modules that the file at path imports (anywhere in it, top-level or inside a function)."""
-    found = []
-    for node in ast.walk(ast.parse(open(os.path.join(REPO, path)).read())):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-        found += [f for f in (n.replace('.', '/') + '.py' for n in names) if os.path.isfile(os.path.join(REPO, f))]
-    return found
+    nodes = list(ast.walk(ast.parse(open(os.path.join(REPO, path)).read())))
+    names = [a.name for n in nodes if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    return [f for f in (n.replace('.', '/') + '.py' for n in names) if os.path.isfile(os.path.join(REPO, f))]
 
 
 def count(path):

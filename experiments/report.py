@@ -1,8 +1,7 @@
 """
-Everything in the README's results comes out of here, from the runs' own logs: results/runs.csv (one row per
-finished run), the tables (results/results.md, also written into README.md between its report markers) and the
-plots. The logs of finished runs are archived in results/logs (committed), so the tables can be made again from a
-clone alone. Needs matplotlib (`pip install matplotlib`).
+Everything in the README's results comes from the runs' logs, archived in results/logs (so a clone can remake it):
+results/runs.csv (one row per finished run), the tables (results/results.md; README.md between its report markers)
+and the plots. Needs matplotlib.
 $ python experiments/report.py                                   # out-sweep/*/log.jsonl -> results/, README.md
 $ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table
 """
@@ -20,14 +19,10 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 from configurator import UserError, run_main  # noqa: E402
 
-COLUMNS = ('variant', 'learning_rate', 'seed', 'n_layer', 'n_embd', 'params', 'source', 'val_loss', 'best_val_loss',
-           'max_iters', 'taper_start', 'taper_end', 's', 'largest_s', 'logit_norm', 'fold_max_logit_diff', 'wall_s',
-           'commit')
 PAIRS = (('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))
 ABLATIONS = ('all_taper_anchor', 'all_taper', 'none_anchor', 'none')
 REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
-HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
-                ('finetune_taper_start50', 'finetune_taper'), ('finetune_fakeln_start50', 'finetune_fakeln'))
+HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'))
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -58,8 +53,7 @@ def read_log(path):
 
 
 @functools.lru_cache
-def count_params(model_args):
-    """What train.py reports as the model's size: parameters, less the position embedding (nanoGPT's count)."""
+def count_params(model_args):  # as train.py counts them (nanoGPT's: less the position embedding)
     from model import GPT, GPTConfig
     return GPT(GPTConfig(**json.loads(model_args))).get_num_params()
 
@@ -74,12 +68,12 @@ def load_runs(sweep_dir):
             continue
         last = run['train'][max(run['train'])]
         rows.append(dict(variant=os.path.basename(os.path.dirname(path)).rsplit('-lr', 1)[0],
-                         learning_rate=cfg['learning_rate'], seed=cfg['seed'], n_layer=cfg['n_layer'],
-                         n_embd=cfg['n_embd'], params=count_params(json.dumps(run['header']['model_args'])),
+                         **{k: cfg[k] for k in ('learning_rate', 'seed', 'n_layer', 'n_embd')},
+                         params=count_params(json.dumps(run['header']['model_args'])),
                          source=f"{os.path.basename(os.path.dirname(source['ckpt']))}@{source['iter']}" if source
                          else '', val_loss=run['eval'][cfg['max_iters']]['val'],
-                         best_val_loss=min(e['val'] for e in run['eval'].values()), max_iters=cfg['max_iters'],
-                         taper_start=cfg['taper_start'], taper_end=cfg['taper_end'], s=last['s'],
+                         best_val_loss=min(e['val'] for e in run['eval'].values()),
+                         **{k: cfg[k] for k in ('max_iters', 'taper_start', 'taper_end')}, s=last['s'],
                          largest_s=max(rec['s'] for rec in run['train'].values()), logit_norm=last['logit_norm'],
                          fold_max_logit_diff=(run.get('fold') or {}).get('max_logit_diff'),
                          wall_s=run['done']['wall_s'], commit=run['header']['commit'], out_dir=os.path.dirname(path),
@@ -128,12 +122,10 @@ def paired(runs, a, b, lr_a, lr_b):
     return len(diffs), statistics.fmean(diffs), half, statistics.fmean(vb[s] for s in va.keys() & vb.keys())
 
 
-def gap_cells(diff):
-    """A paired difference as table cells: the difference (seeds), its 95% interval, and relative to the baseline."""
-    if diff is None:
-        return ["", "", ""]
-    return [f"{diff[1]:+.4f} ({diff[0]} seeds)", f"[{diff[1] - diff[2]:+.4f}, {diff[1] + diff[2]:+.4f}]",
-            f"{100 * diff[1] / diff[3]:+.2f}%"]
+def gap_cells(d):
+    """paired()'s (n, mean, half-width, base) as cells: the difference (seeds), its 95% interval, relative to base."""
+    return ["", "", ""] if d is None else [f"{d[1]:+.4f} ({d[0]} seeds)", f"[{d[1] - d[2]:+.4f}, {d[1] + d[2]:+.4f}]",
+                                           f"{100 * d[1] / d[3]:+.2f}%"]
 
 
 def head(*cells):
@@ -160,7 +152,6 @@ def lr_table(runs, variants, best, what):
                   if (v, lr) in by else "") for lr in lrs]
         lines.append(f"| {v} | " + " | ".join(f"**{c}**" if lr == best[v] else c for c, lr in zip(cells, lrs)) + " |")
     return '\n'.join(lines) + '\n'
-
 
 
 def provenance(runs):
@@ -208,18 +199,17 @@ def finetune_tables(runs):
         return '', ''
     tuning = lr_table(runs, ('finetune_layernorm',) + REMOVALS, best, "Removing the norms of a trained model")
     lines = [f"Every fine-tune starts at validation loss {statistics.fmean(start):.4f} (the mean over the seeds' "
-             f"models; runs.csv names each in its source column) and runs {runs[0]['max_iters']} iterations. Each way "
-             "at its own best rate (results/results.md: every rate tried), paired by seed with finetune_layernorm "
-             "(same weights, same batches), a 95% interval (Student's t); the largest pre-logit scale s seen, the "
-             "logit norm at the end, and the largest logit difference between a model and its fold (fold.py, "
-             "float32) over the seeds:", ""]
+             f"models) and runs {runs[0]['max_iters']} iterations; each way at its best rate (results/results.md: "
+             "every rate tried; a _start50 run calibrates right after the warmup), paired by seed with "
+             "finetune_layernorm, a 95% interval (Student's t); the largest pre-logit scale s seen, the logit norm "
+             "at the end, and the largest logit difference between a model and its fold (fold.py, float32):", ""]
     lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: max |dlogit|')
     lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
-                     lambda rs: f"{max(r['fold_max_logit_diff'] or 0 for r in rs):.2e}" * (v in REMOVALS))
-              for v in ('finetune_layernorm',) + REMOVALS if v in best]
-    lines += ["", "Head to head, paired by seed, each at its best rate (a start50 run calibrates right after the "
-              "warmup, taper 50 .. 350, at its method's best rate):", ""]
+                     lambda rs: f"{max(r['fold_max_logit_diff'] or 0 for r in rs):.2e}" * (v != 'finetune_layernorm'))
+              for v in ('finetune_layernorm',) + REMOVALS + ('finetune_taper_start50', 'finetune_fakeln_start50')
+              if v in best]
+    lines += ["", "Head to head, paired by seed, each at its best rate:", ""]
     lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
     lines += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
@@ -243,17 +233,20 @@ def size_tables(runs):
 
 
 def bench_table(record):
-    """bench.py's JSON record as tables: tokens/s ratios per cell (the paper's RMSNorm rows first, then LayerNorm's
-    and the control), the control's spread, and the training step's cost; with the device and the estimator."""
+    """bench.py's JSON record as a table of tokens/s ratios per cell (the paper's RMSNorm rows first, then
+    LayerNorm's, then the control), with the device, shape and estimator, the control's spread and the training
+    step's cost."""
     ratios = ('folded_rms/rmsnorm', 'taper_rms/rmsnorm', 'folded_ln/layernorm', 'taper_ln/layernorm', 'folded_rms/none')
     cells = defaultdict(dict)
     for r in record['ratios']:
         cells[(r['mode'], 'compiled' if r['compiled'] else 'eager', r['B'], r['T'])][r['ratio']] = r['value']
-    lines = head('mode', '', 'B', 'T', *ratios)
-    lines += [f"| {mode} | {how} | {B} | {T} | " + " | ".join(f"{values[k]:.3f}" for k in ratios) + " |"
-              for (mode, how, B, T), values in cells.items() if mode != 'train']
-    c, control = record['config'], [(key, v['folded_rms/none']) for key, v in cells.items() if 'folded_rms/none' in v]
-    off = [f"{mode} {how} B={B} T={T} ({value:.3f})" for (mode, how, B, T), value in control if abs(value - 1) > 0.01]
+    rows = {key: v for key, v in cells.items() if key[0] != 'train'}
+    lines = head('mode', '', 'B', 'T', *ratios) + [
+        "| " + " | ".join(map(str, key)) + " | " + " | ".join(f"{v[k]:.3f}" for k in ratios) + " |" for key, v in
+        rows.items()]
+    off = [f"{m} {how} B={B} T={T} ({v['folded_rms/none']:.3f})" for (m, how, B, T), v in rows.items()
+           if abs(v['folded_rms/none'] - 1) > 0.01]
+    c = record['config']
     lines += ["", f"{record['device']}, torch {record['torch']}, {record['dtype']}, commit {record['commit']}; "
               f"{c['n_layer']} layers x {c['n_embd']} wide, vocabulary {c['vocab_size']}, "
               f"{record['params']['rmsnorm'] / 1e6:.1f}M parameters, random weights: the minimum of {c['repeats']} "
@@ -274,6 +267,12 @@ def mean_curve(rs, kind, key):
     return iters, [statistics.fmean(r['log'][kind][i][key] for r in rs) for i in iters]
 
 
+def save(fig, legend_ax, path):
+    legend_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def plot(runs, out, plt):
     """val_loss.png: the main variants at their best rates; scale.png: s and logit norm of the ablations;
     size_cost.png: the relative cost of tapering against the parameter count."""
@@ -285,9 +284,7 @@ def plot(runs, out, plt):
             rs = by[(v, best[v])]
             ax.plot(*mean_curve(rs, 'eval', 'val'), marker='.', label=f"{v}, lr {best[v]:g} ({len(rs)} seeds)")
     ax.set(xlabel='iteration', ylabel='validation loss', ylim=(1.6, 2.6), title='Shakespeare characters')
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, 'val_loss.png'), dpi=120)
+    save(fig, ax, os.path.join(out, 'val_loss.png'))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     lr = best.get('layernorm')
     for v in ('layernorm', 'taper_ln', 'all_taper_anchor', 'all_taper', 'none_anchor', 'none'):
@@ -296,10 +293,8 @@ def plot(runs, out, plt):
                 ax.plot(*mean_curve(by[(v, lr)], 'train', key), label=v)
     axes[0].set(xlabel='iteration', ylabel='pre-logit scale s', yscale='log')
     axes[1].set(xlabel='iteration', ylabel='mean logit norm')
-    axes[1].legend(fontsize=8)
     fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, 'scale.png'), dpi=120)
+    save(fig, axes[1], os.path.join(out, 'scale.png'))
     size, rel = [r for r in runs if '-8x' in r['variant']], []  # (parameters, relative cost %, its 95% half-width)
     best = best_rates(size)
     for w in sorted({r['n_embd'] for r in size}):
@@ -315,22 +310,19 @@ def plot(runs, out, plt):
         ax.axhline(0, color='k', lw=0.8)
         ax.set(xscale='log', xlabel='parameters', ylabel='relative cost in final val loss (%)',
                title='The cost of tapering as the model grows (Shakespeare characters)')
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, 'size_cost.png'), dpi=120)
+        save(fig, ax, os.path.join(out, 'size_cost.png'))
     plt.close('all')
 
 
 def write_between_markers(path, name, text):
     """Replace what lies between <!-- report:name --> and <!-- /report:name --> in path with text."""
-    with open(path) as f:
-        doc = f.read()
     start, end = f"<!-- report:{name} -->\n", f"<!-- /report:{name} -->"
-    if start not in doc or end not in doc:
+    with open(path) as f:
+        before, found, rest = f.read().partition(start)
+    if not found or end not in rest:
         raise UserError(f"{path} has no {start.strip()} ... {end} markers")
-    head, rest = doc.split(start)
     with open(path, 'w') as f:
-        f.write(head + start + text + end + rest.split(end, 1)[1])
+        f.write(before + start + text + end + rest.split(end, 1)[1])
 
 
 def main(cfg):
@@ -353,7 +345,7 @@ def main(cfg):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     with open(os.path.join(cfg.out, 'runs.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
+        writer = csv.DictWriter(f, [k for k in runs[0] if k not in ('out_dir', 'log')], extrasaction='ignore')
         writer.writeheader()
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
     sections = {'results': tables(runs), 'finetune': finetune_tables(runs), 'size': size_tables(runs)}

@@ -5,8 +5,7 @@ archived in results/logs are skipped and interrupted ones resumed: run a stage a
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
 seeds), ablation, schedule; finetune_lr and finetune (removing the norms of best's LayerNorm models, METHOD.md §11,
 each removal folded and its check added to its log), finetune_schedule; size_lr and size (8 layers, three widths).
-$ python experiments/sweep.py --stage=all --jobs=2    # every stage, two runs at a time (one thread each)
-$ python experiments/report.py                        # then results/runs.csv, the tables, the plots, the README
+$ python experiments/sweep.py --stage=all --jobs=2 && python experiments/report.py   # two runs at a time
 """
 import json
 import os
@@ -29,9 +28,7 @@ VARIANTS = {  # name -> overrides of config/taper.py (Internal-Taper, LayerNorm)
     'all_taper': dict(taper='all'),                          # no final norm and no anchor: logit chasing?
     'none_anchor': dict(norm='none', taper='off', anchor_lambda=0.1),
     'none': dict(norm='none', taper='off'),
-    'taper_ln_start100': dict(taper_start=100, taper_end=1000),  # calibrating at the end of warmup: it diverges
-    'taper_ln_start200': dict(taper_start=200, taper_end=1000),
-    'taper_ln_start600': dict(taper_start=600, taper_end=1000),
+    **{f'taper_ln_start{k}': dict(taper_start=k, taper_end=1000) for k in (100, 200, 600)},  # 100: the warmup's end
 }
 FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts from layernorm's model of the same seed
     'finetune_layernorm': dict(taper='off'),                 # nothing removed: what fine-tuning alone does
@@ -47,7 +44,6 @@ VARIANTS.update({f'{v}-8x{w}': dict(VARIANTS[v], n_layer=8, n_embd=w, n_head=w /
                  for v in ('layernorm', 'taper_ln') for w in WIDTHS})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 REMOVALS = tuple(FINETUNES)[:5]
-FOLDED = tuple(v for v, overrides in FINETUNES.items() if overrides.get('taper') != 'off')  # each run is folded
 SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln'))
 TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
@@ -66,7 +62,6 @@ class SweepConfig:
     logs: str = 'results/logs'        # the archive of finished runs' logs (experiments/report.py writes it)
     jobs: int = 1                     # runs at a time; each gets cpu_count // jobs threads
     extra: str = ''                   # more overrides for every run, space-separated (a quick test uses it)
-    dry_run: bool = False             # print the plan only
 
 
 def run_dir(out_root, variant, lr, seed):
@@ -113,15 +108,14 @@ def command(cfg, variant, lr, seed, finished, source=None):
 
 
 def fold_into_log(out_dir):
-    """Fold a finished removal run's model (fold.py) and add the fold's check to the run's log."""
+    """Fold a finished removal run's model (fold.py) and add its check, the largest logit difference, to its log."""
     fold = subprocess.run([sys.executable, os.path.join(REPO, 'fold.py'), f'--ckpt={out_dir}/ckpt.pt'],
                           capture_output=True, text=True, cwd=REPO)
-    found = re.search(r'max \|logit difference\| (\S+) .*; loss (\S+) -> (\S+)', fold.stdout)
-    if fold.returncode != 0 or not found:
+    found = re.search(r'max \|logit difference\| (\S+) ', fold.stdout)
+    if not found:
         return print(f"failed to fold {out_dir}: {fold.stderr.strip()}", flush=True)
     with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps(dict(kind='fold', max_logit_diff=float(found[1]), ce=float(found[2]),
-                                ce_folded=float(found[3]))) + '\n')
+        f.write(json.dumps(dict(kind='fold', max_logit_diff=float(found[1]))) + '\n')
 
 
 def run_stage(cfg, stage):
@@ -131,7 +125,7 @@ def run_stage(cfg, stage):
         todo = [run for run in plan(cfg, stage) if run not in done]
         if not todo:
             return
-        threads = str(max(1, (os.cpu_count() or 1) // cfg.jobs))
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // cfg.jobs)))  # threads per run
         runs = load_runs(cfg.out_root) + load_runs(cfg.logs)
         finished, running = {os.path.basename(r['out_dir']) for r in runs}, []
         ln_rate = best_rates(runs).get('layernorm')
@@ -141,24 +135,23 @@ def run_stage(cfg, stage):
             action, argv = command(cfg, variant, lr, seed, finished, source)
             out_dir = run_dir(cfg.out_root, variant, lr, seed)
             print(f"{action:6s} {out_dir}" + ('' if action == 'skip' else '  ' + ' '.join(argv[2:])), flush=True)
-            if action == 'skip' or cfg.dry_run:
+            if action == 'skip':
                 continue
             if source and action == 'start' and not os.path.exists(os.path.join(source, 'ckpt.pt')):
                 print(f"first  {source} (its log is archived, not its weights: trained again, exactly)", flush=True)
                 subprocess.run(command(cfg, 'layernorm', ln_rate, seed, set())[1], stdout=subprocess.DEVNULL, cwd=REPO,
-                               env=dict(os.environ, OMP_NUM_THREADS=threads))
+                               env=env)
             os.makedirs(out_dir, exist_ok=True)
             log = open(os.path.join(out_dir, 'stdout.txt'), 'a')
-            running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                             env=dict(os.environ, OMP_NUM_THREADS=threads)), out_dir))
+            running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), out_dir))
             while len(running) >= cfg.jobs:
                 running = wait_first(running)
         while running:
             running = wait_first(running)
         for r in load_runs(cfg.out_root):  # every finished removal is folded once
-            if r['variant'] in FOLDED and 'fold' not in r['log']:
+            if r['variant'] in FINETUNES and FINETUNES[r['variant']].get('taper') != 'off' and 'fold' not in r['log']:
                 fold_into_log(r['out_dir'])
-        if stage not in TUNED or cfg.dry_run:
+        if stage not in TUNED:
             return
 
 

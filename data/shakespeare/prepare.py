@@ -3,8 +3,7 @@ Tiny Shakespeare in GPT-2's BPE (nanoGPT's shakespeare): train.bin / val.bin (ui
 this file or into out_dir. The text and its 90/10 split by characters are shakespeare_char's; each part is encoded
 on its own, so nanoGPT's counts come out: 301,966 train and 36,059 val tokens.
 $ python data/shakespeare/prepare.py                  # the text of data/shakespeare_char (downloaded if missing)
-$ python data/shakespeare/prepare.py path/to/input.txt  # a local copy of the text
-Offline, tiktoken needs its GPT-2 files: set TIKTOKEN_CACHE_DIR to a folder holding them.
+$ python data/shakespeare/prepare.py path/to/input.txt  # a local copy (offline, TIKTOKEN_CACHE_DIR too)
 """
 import os
 import sys

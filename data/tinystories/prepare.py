@@ -1,10 +1,8 @@
 """
-TinyStories (Eldan & Li 2023, the paper's pre-training set) in GPT-2's BPE: train.bin / val.bin of uint16 token ids,
-every story followed by the end-of-text token, written beside this file or into --out_dir. From the Hugging Face Hub
-through `datasets` (2.1M train stories, ~470M tokens; its own validation split becomes val), or from local files:
+TinyStories (Eldan & Li 2023, the paper's pre-training set) in GPT-2's BPE, by data/openwebtext/prepare.py's code:
+from the Hugging Face Hub (2.1M train stories, ~470M tokens; its own validation split becomes val), or local files.
 $ python data/tinystories/prepare.py --num_proc=8
 $ python data/tinystories/prepare.py --files TinyStories/data/*.parquet   # local files: 0.05% of them become val
-The code is data/openwebtext/prepare.py's; only the source differs.
 """
 import os
 import sys
