@@ -4,8 +4,7 @@ The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and Fak
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
 runs: the training loop drives it through three calls,
     set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
-    update_calibration()  once per optimizer step: EMAs of the calibration statistics of every norm still
-                          collecting, and c <- c*, gamma_t <- gamma from them (§3)
+    update_calibration()  once per optimizer step: every collecting norm's EMAs, and c <- c*, gamma_t <- gamma (§3)
     calibrate()           at taper_start: collecting stops (FakeLN: at each norm's removal), s_tgt frozen (§6)
 and the forward pass, which returns logits, the loss and its parts.
 """
@@ -330,8 +329,7 @@ class GPT(nn.Module):
             if isinstance(m, FakeLN):            # each collects until its removal, which freezes its c
                 m.mode, m.collecting = ('linear', False) if i < removed else ('norm', True)
             else:
-                m.mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
-                m.collecting = self.collecting
+                m.mode, m.collecting = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend', self.collecting
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -15,7 +15,7 @@ import pickle
 import runpy
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ class TrainConfig:
     eval_iters: int = 200                # batches per split in an evaluation
     eval_only: bool = False              # evaluate once, then exit
     always_save_checkpoint: bool = True  # save at every evaluation, else only when val loss improves
-    init_from: str = 'scratch'           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2[-medium|..]' or a ckpt.pt to tune
+    init_from: str = 'scratch'           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2[-medium|..]', or a ckpt.pt
     init_path: str | None = None         # with init_from='gpt2*': a local save_pretrained folder or weights file
     wandb_log: bool = False              # also log to Weights & Biases (pip install wandb)
     wandb_project: str = 'nanotaper'     # its project
@@ -289,8 +289,7 @@ def init_model(cfg, data_dir):
 
 
 def finetune_model(cfg, data_dir):
-    """(model, None, source): a new run's model holding the weights of the baseline at cfg.init_from, with its own
-    run state (gate 1, nothing calibrated) and this run's taper, removal, anchor and dropout."""
+    """(model, None, source): the baseline at cfg.init_from in a new run (gate 1, nothing calibrated, its taper)."""
     source, ckpt = load_model(cfg.init_from)
     args, vocab_size = source.config, read_vocab_size(data_dir)
     changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
@@ -301,11 +300,14 @@ def finetune_model(cfg, data_dir):
             (changed, f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
                       f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's "
                       "shape and norm (drop those keys, or train from scratch)"),
-            (args.vocab_size != vocab_size, f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} "
-                                            f"{vocab_size}: fine-tune on data in the model's own vocabulary")]:
+            (args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304},  # GPT-2's, padded
+             f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune on data "
+             "in the model's own vocabulary"),
+            (os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')),
+             "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir")]:
         if bad:
             raise UserError(f"init_from={cfg.init_from}: {why}")
-    model = GPT(model_config(cfg, vocab_size))
+    model = GPT(replace(args, **{key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}))
     model.load_weights(dict(source.named_parameters()))
     return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))
 
@@ -380,7 +382,9 @@ def train(cfg):
     raw_model, gptconf = model, model.config  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
     if master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}")
-    if cfg.compile:
+    removals = len(raw_model.taper_norms()) if gptconf.removal == 'fakeln' else 0  # FakeLN: one at a time
+    if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, removals + 4)
         model = torch.compile(model)
     if ddp:  # gamma_t is unused before calibration and gamma at g = 0: DDP must expect unused parameters
         model = DDP(model, device_ids=[device] if device_type == 'cuda' else None,
@@ -393,7 +397,6 @@ def train(cfg):
 
     # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
     # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
-    removals = len(raw_model.taper_norms()) if gptconf.removal == 'fakeln' else 0  # FakeLN: one at a time
     summary, t_start = dict(evals=[]), time.time()
     last, parts_sum = dict(t=time.time(), iter=iter_num), {}
     try:

@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from configurator import UserError, run_main  # noqa: E402
 
 PAIRS = (('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))
-ABLATIONS = ('all_taper_anchor', 'all_taper', 'none_anchor', 'none')
 REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
 HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'))
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
@@ -178,7 +177,7 @@ def tables(runs):
         lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative', 's', 'logit norm')
         lines += [vs_row(runs, best, v, 'layernorm', lambda rs: f"{statistics.fmean(r['s'] for r in rs):.2f}",
                          lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}")
-                  for v in ('layernorm', 'taper_ln') + ABLATIONS if v in best]
+                  for v in 'layernorm taper_ln all_taper_anchor all_taper none_anchor none'.split() if v in best]
     if 'taper_ln' in best:
         lines += ["", f"When to calibrate: taper_ln at its best rate ({best['taper_ln']:g}), taper_start moved "
                   "(taper_end stays at 1000 of 2000), paired with the default; the largest pre-logit scale s seen "

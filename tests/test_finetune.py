@@ -104,7 +104,7 @@ def test_removals_happen_in_fakeln_order_at_their_iterations_and_each_c_freezes_
     final = GPT.from_checkpoint(load_checkpoint(tmp_path / 'ckpt.pt'))
     for i, name in enumerate(NAMES):
         tn = final.get_submodule(f'transformer.{name}')
-        assert cs[removed_at[i] - 1] != cs[removed_at[i] - 2]           # c tracked sigma_avg while the norm was on
+        assert cs[removed_at[i] - 1][i] != cs[removed_at[i] - 2][i]     # c tracked sigma_avg while the norm was on
         assert tn.c.item() == cs[removed_at[i]][i] == cs[-1][i]          # and froze when it went
 
 
@@ -153,7 +153,8 @@ def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_ru
 def test_a_resumed_finetune_continues_exactly(shakespeare_slice, tmp_path, monkeypatch):
     source = baseline(shakespeare_slice, tmp_path / 'source')
     train_module.train(finetune(shakespeare_slice, tmp_path / 'whole', source))
-    stop_training_at(monkeypatch, 3, RuntimeError("the machine went down"))  # after the checkpoint at 2
+    # norms go at 2, 3, 4, 5: the checkpoint at 4 holds three removed norms, whose c and gamma_t a resume must keep
+    stop_training_at(monkeypatch, 5, RuntimeError("the machine went down"))
     with pytest.raises(RuntimeError, match='went down'):
         train_module.train(finetune(shakespeare_slice, tmp_path / 'split', source))
     monkeypatch.undo()
@@ -163,7 +164,20 @@ def test_a_resumed_finetune_continues_exactly(shakespeare_slice, tmp_path, monke
     for key, tensor in a['model'].items():
         assert torch.equal(tensor, b['model'][key]), key
     losses = [{r['iter']: r['loss'] for r in log_records(tmp_path / run, 'train')} for run in ('whole', 'split')]
-    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(6))  # the resumed records replace 2 and on
+    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(6))  # the resumed records replace 4 and on
+
+
+def test_a_gpt2_model_keeps_its_own_gelu_eps_and_vocabulary_on_gpt2_bpe_data(tmp_path):
+    """GPT-2's 50257 tokens on BPE data (which new models pad to 50304), its tanh GELU and eps come with it."""
+    model = GPT(GPTConfig(block_size=16, vocab_size=50257, n_layer=1, n_head=2, n_embd=16, gelu='tanh',
+                          norm_eps=1e-6))
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict()), tmp_path / 'gpt2.pt')
+    (tmp_path / 'bpe').mkdir()                                          # no meta.pkl: GPT-2's BPE
+    cfg = run_config(tmp_path, tmp_path / 'ft', dataset='bpe', init_from=str(tmp_path / 'gpt2.pt'), n_layer=1,
+                     n_embd=16, block_size=16, bias=True, taper='internal', dropout=0.1)
+    tuned, _, _ = train_module.finetune_model(cfg, str(tmp_path / 'bpe'))
+    c = tuned.config
+    assert (c.vocab_size, c.gelu, c.norm_eps, c.taper, c.dropout) == (50257, 'tanh', 1e-6, 'internal', 0.1)
 
 
 def test_a_run_from_a_checkpoint_refuses_what_it_cannot_start_from_in_one_line(shakespeare_slice, tmp_path):
@@ -187,5 +201,8 @@ def test_a_run_from_a_checkpoint_refuses_what_it_cannot_start_from_in_one_line(s
     model = fold_model(load_model(tapered)[0])
     torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict()), tmp_path / 'folded.pt')
     assert_one_error_line(cli('train.py', f'--init_from={tmp_path / "folded.pt"}', *data), 'folded')
+    assert_one_error_line(cli('train.py', f'--init_from={source}', *data[:-1], f'--out_dir={tmp_path / "source"}'),
+                          "out_dir's own checkpoint", 'another --out_dir')
+    assert load_checkpoint(source)['iter_num'] == 4                   # untouched
     r = cli('train.py', f'--init_from={source}', *data)  # the shape comes from the checkpoint: no flag needed
     assert r.returncode == 0, r.stderr[-2000:]
