@@ -127,8 +127,7 @@ def gap_cells(d):
                                            f"{100 * d[1] / d[3]:+.2f}%"]
 
 
-def head(*cells):
-    """A markdown table's header row and rule."""
+def head(*cells):  # a markdown table's header row and rule
     return ["| " + " | ".join(cells) + " |", "|---" * len(cells) + "|"]
 
 
@@ -205,7 +204,8 @@ def finetune_tables(runs):
     lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: max |dlogit|')
     lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
-                     lambda rs: f"{max(r['fold_max_logit_diff'] or 0 for r in rs):.2e}" * (v != 'finetune_layernorm'))
+                     lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
+                     f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
               for v in ('finetune_layernorm',) + REMOVALS + ('finetune_taper_start50', 'finetune_fakeln_start50')
               if v in best]
     lines += ["", "Head to head, paired by seed, each at its best rate:", ""]
@@ -284,16 +284,16 @@ def plot(runs, out, plt):
             ax.plot(*mean_curve(rs, 'eval', 'val'), marker='.', label=f"{v}, lr {best[v]:g} ({len(rs)} seeds)")
     ax.set(xlabel='iteration', ylabel='validation loss', ylim=(1.6, 2.6), title='Shakespeare characters')
     save(fig, ax, os.path.join(out, 'val_loss.png'))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    lr = best.get('layernorm')
-    for v in ('layernorm', 'taper_ln', 'all_taper_anchor', 'all_taper', 'none_anchor', 'none'):
-        if (v, lr) in by:
-            for ax, key in zip(axes, ('s', 'logit_norm')):
-                ax.plot(*mean_curve(by[(v, lr)], 'train', key), label=v)
-    axes[0].set(xlabel='iteration', ylabel='pre-logit scale s', yscale='log')
-    axes[1].set(xlabel='iteration', ylabel='mean logit norm')
-    fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
-    save(fig, axes[1], os.path.join(out, 'scale.png'))
+    if 'layernorm' in best:  # the final-norm ablations ran at layernorm's best rate
+        lr, (fig, axes) = best['layernorm'], plt.subplots(1, 2, figsize=(11, 4.5))
+        for v in ('layernorm', 'taper_ln', 'all_taper_anchor', 'all_taper', 'none_anchor', 'none'):
+            if (v, lr) in by:
+                for ax, key in zip(axes, ('s', 'logit_norm')):
+                    ax.plot(*mean_curve(by[(v, lr)], 'train', key), label=v)
+        axes[0].set(xlabel='iteration', ylabel='pre-logit scale s', yscale='log')
+        axes[1].set(xlabel='iteration', ylabel='mean logit norm')
+        fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
+        save(fig, axes[1], os.path.join(out, 'scale.png'))
     size, rel = [r for r in runs if '-8x' in r['variant']], []  # (parameters, relative cost %, its 95% half-width)
     best = best_rates(size)
     for w in sorted({r['n_embd'] for r in size}):

@@ -17,16 +17,17 @@ TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --eval_interval=10 
         "--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4")
 
 
-def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=20, s=1.0):
+def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=20, s=1.0, n_embd=8, source=None):
     """A log.jsonl as train.py writes it: one segment per (resumed_at, value offset, last iteration or None for
     max_iters), evals every 10 iterations, a 'done' record if the last segment finished."""
     os.makedirs(out_dir, exist_ok=True)
-    config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10, n_layer=1, n_embd=8)
-    model_args = dict(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8)
+    config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10, n_layer=1,
+                  n_embd=n_embd)
+    model_args = dict(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=n_embd)
     with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
         for resumed_at, offset, stop in segments:
             f.write(json.dumps(dict(kind='header', resumed_at=resumed_at, config=config, commit='abc', device='cpu',
-                                    model_args=model_args)) + '\n')
+                                    model_args=model_args, source=source)) + '\n')
             for it in range(resumed_at or 0, (max_iters if stop is None else stop) + 1):
                 if it % 10 == 0:
                     val = final if it == max_iters else 4.0 - it / 10 + offset
@@ -108,6 +109,38 @@ def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
     assert ("Each variant at its own best" + paired) in text and tuning not in text and '\nold\n' not in text
     for name in ('val_loss.png', 'scale.png'):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the_size(tmp_path):
+    pytest.importorskip('matplotlib')
+    source = dict(ckpt='/x/layernorm-lr0.004-s1/ckpt.pt', iter=20)
+    for seed, (control, taper, fakeln) in zip((1, 2, 3), [(1.70, 1.72, 1.74), (1.71, 1.72, 1.76), (1.69, 1.72, 1.73)]):
+        for variant, final in (('finetune_layernorm', control), ('finetune_taper', taper), ('finetune_fakeln', fakeln)):
+            write_log(tmp_path / 'sweep' / f'{variant}-lr0.001-s{seed}', 1e-3, seed, final, source=source)
+        with open(tmp_path / 'sweep' / f'finetune_taper-lr0.001-s{seed}' / 'log.jsonl', 'a') as f:
+            f.write(json.dumps(dict(kind='fold', max_logit_diff=seed * 1e-6)) + '\n')
+        for width, cost in ((64, 0.02), (128, 0.01)):
+            write_log(tmp_path / 'sweep' / f'layernorm-8x{width}-lr0.002-s{seed}', 2e-3, seed, 2.0, n_embd=width)
+            write_log(tmp_path / 'sweep' / f'taper_ln-8x{width}-lr0.002-s{seed}', 2e-3, seed, 2.0 + cost * seed,
+                      n_embd=width, s=5.0)
+    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'), readme=''))
+    text = (tmp_path / 'out' / 'results.md').read_text()
+    assert "| finetune_layernorm | 0.001 | 3 | 1.7000 ± 0.0100 | baseline |  |  | 1.0 | 10.0 |  |" in text
+    diffs = [0.02, 0.01, 0.03]                                          # taper - control, by seed
+    half = 4.303 * statistics.stdev(diffs) / 3 ** 0.5
+    assert (f"| finetune_taper | 0.001 | 3 | 1.7200 ± 0.0000 | +0.0200 (3 seeds) | [{0.02 - half:+.4f}, "
+            f"{0.02 + half:+.4f}] | +1.18% | 1.0 | 10.0 | 3.00e-06 |") in text      # the largest fold difference
+    assert "| finetune_taper | 0.001 | 3 | 1.7200 ± 0.0000 | -0.0233 (3 seeds) |" in text  # head to head, vs fakeln
+    assert "| +2.55% | 1.0 | 10.0 |  |" in text                         # finetune_fakeln: not folded, no figure
+    assert "Every fine-tune starts at validation loss 4.0000" in text and "9 runs of 20 iterations" in text
+    with open(tmp_path / 'out' / 'runs.csv') as f:
+        rows = {(r['variant'], r['seed']): r for r in csv.DictReader(f)}
+    assert rows[('finetune_taper', '2')]['source'] == 'layernorm-lr0.004-s1@20'
+    assert rows[('taper_ln-8x128', '1')]['n_embd'] == '128' and rows[('layernorm-8x64', '1')]['source'] == ''
+    assert int(rows[('taper_ln-8x128', '1')]['params']) > int(rows[('taper_ln-8x64', '1')]['params'])
+    assert "| taper_ln-8x64 | 0.002 | 3 | 2.0400 ± 0.0200 | +0.0400 (3 seeds) |" in text and "| +2.00% |" in text
+    assert (tmp_path / 'out' / 'size_cost.png').read_bytes()[:4] == b'\x89PNG'
+    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 21                # every finished log, archived
 
 
 def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):
