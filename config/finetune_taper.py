@@ -6,11 +6,11 @@ extends = 'taper.py'
 out_dir = 'out-finetune-taper'
 init_from = 'out-layernorm/ckpt.pt'  # a new run from its weights; the model's shape and norm come with them
 
-# a short warmup (the optimizer starts fresh), then a cosine from the rate experiments/sweep.py tuned
+# a short warmup (the optimizer starts fresh), then a cosine from the sweep's best rate for all five ways
 max_iters = 1000
 lr_decay_iters = 1000
 warmup_iters = 50
-learning_rate = 1e-3
+learning_rate = 2e-3
 min_lr = 1e-5
 
 taper = 'internal'  # the gate keeps its defaults: calibrate at 200 (20%), gate 0 from 500 (50%) on
