@@ -192,7 +192,7 @@ def finetune_tables(runs):
     """Removing the norms of a trained model (tuning, tables): every fine-tune against finetune_layernorm, and head
     to head."""
     runs = [r for r in runs if r['source']]
-    best, start = best_rates(runs), [r['log']['eval'][0]['val'] for r in runs]
+    best, start = best_rates(runs), {r['source']: r['log']['eval'][0]['val'] for r in runs}.values()
     if 'finetune_layernorm' not in best:
         return '', ''
     tuning = lr_table(runs, ('finetune_layernorm',) + REMOVALS, best, "Removing the norms of a trained model")
@@ -201,7 +201,7 @@ def finetune_tables(runs):
              "every rate tried; a _start50 run calibrates right after the warmup), paired by seed with "
              "finetune_layernorm, a 95% interval (Student's t); the largest pre-logit scale s seen, the logit norm "
              "at the end, and the largest logit difference between a model and its fold (fold.py, float32):", ""]
-    lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: max |dlogit|')
+    lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: logit diff')
     lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
