@@ -50,7 +50,7 @@ TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
            'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 2),
-           'finetune_schedule': (('finetune_taper_start50', 'finetune_fakeln_start50'), 2)}
+           'finetune_schedule': (('finetune_taper_start50', 'finetune_fakeln_start50'), 6)}
 STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
