@@ -13,4 +13,7 @@ warmup_iters = 50
 learning_rate = 2e-3
 min_lr = 1e-5
 
-taper = 'internal'  # the gate keeps its defaults: calibrate at 200 (20%), gate 0 from 500 (50%) on
+# a trained model's scale has settled: calibrating right after the warmup beat the gate's defaults (README)
+taper = 'internal'
+taper_start = 50
+taper_end = 350

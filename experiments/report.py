@@ -21,7 +21,8 @@ from configurator import UserError, run_main  # noqa: E402
 
 PAIRS = (('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))
 REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
-HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'))
+HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
+                ('finetune_taper_start200', 'finetune_taper'), ('finetune_fakeln_start200', 'finetune_fakeln'))
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -97,13 +98,9 @@ def group(runs, *keys):
 
 def best_rates(runs):
     """{variant: the learning rate with the lowest mean final val loss over its seeds}"""
-    runs_at = group(runs, 'variant', 'learning_rate')
-    means = {key: statistics.fmean(r['val_loss'] for r in rs) for key, rs in runs_at.items()}
-    best = {}
-    for (variant, lr), mean in sorted(means.items()):
-        if variant not in best or mean < means[(variant, best[variant])]:
-            best[variant] = lr
-    return best
+    runs_at = sorted(group(runs, 'variant', 'learning_rate').items())
+    means = {key: statistics.fmean(r['val_loss'] for r in rs) for key, rs in runs_at}
+    return {v: min((lr for w, lr in means if w == v), key=lambda lr: means[(v, lr)]) for v, _ in means}  # ties: lower
 
 
 def mean_sd(values):
@@ -189,8 +186,7 @@ def tables(runs):
 
 
 def finetune_tables(runs):
-    """Removing the norms of a trained model (tuning, tables): every fine-tune against finetune_layernorm, and head
-    to head."""
+    """The fine-tunes (tuning, tables): each against finetune_layernorm, then the pairs of HEAD_TO_HEAD."""
     runs = [r for r in runs if r['source']]
     best, start = best_rates(runs), {r['source']: r['log']['eval'][0]['val'] for r in runs}.values()
     if 'finetune_layernorm' not in best:
@@ -198,7 +194,7 @@ def finetune_tables(runs):
     tuning = lr_table(runs, ('finetune_layernorm',) + REMOVALS, best, "Removing the norms of a trained model")
     lines = [f"Every fine-tune starts at validation loss {statistics.fmean(start):.4f} (the mean over the seeds' "
              f"models) and runs {runs[0]['max_iters']} iterations; each way at its best rate (results/results.md: "
-             "every rate tried; a _start50 run calibrates right after the warmup), paired by seed with "
+             "every rate tried; a _start200 run calibrates at the gate's defaults, 200 and 500), paired by seed with "
              "finetune_layernorm, a 95% interval (Student's t); the largest pre-logit scale s seen, the logit norm "
              "at the end, and the largest logit difference between a model and its fold (fold.py, float32):", ""]
     lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: logit diff')
@@ -206,7 +202,7 @@ def finetune_tables(runs):
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
-              for v in ('finetune_layernorm',) + REMOVALS + ('finetune_taper_start50', 'finetune_fakeln_start50')
+              for v in ('finetune_layernorm',) + REMOVALS + ('finetune_taper_start200', 'finetune_fakeln_start200')
               if v in best]
     lines += ["", "Head to head, paired by seed, each at its best rate:", ""]
     lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')

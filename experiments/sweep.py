@@ -36,8 +36,8 @@ FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts fro
     'finetune_fakeln': dict(removal='fakeln'),               # FakeLN on ln_1 and ln_2
     'finetune_all_taper_anchor': dict(taper='all', anchor_lambda=0.1),
     'finetune_fakeln_all': dict(taper='all', removal='fakeln'),  # as its authors run it: no auxiliary loss
-    'finetune_taper_start50': dict(taper_start=50, taper_end=350),  # calibrating right after the warmup
-    'finetune_fakeln_start50': dict(removal='fakeln', taper_start=50, taper_end=350),
+    'finetune_taper_start200': dict(taper_start=200, taper_end=500),  # the gate's defaults: the config's is earlier
+    'finetune_fakeln_start200': dict(removal='fakeln', taper_start=200, taper_end=500),
 }
 WIDTHS = (64, 128, 256)  # the size series: 8 layers (the paper's depth), heads 32 wide
 VARIANTS.update({f'{v}-8x{w}': dict(VARIANTS[v], n_layer=8, n_embd=w, n_head=w // 32)
@@ -50,7 +50,7 @@ TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
            'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 2),
-           'finetune_schedule': (('finetune_taper_start50', 'finetune_fakeln_start50'), 6)}
+           'finetune_schedule': (('finetune_taper_start200', 'finetune_fakeln_start200'), 6)}
 STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
