@@ -42,8 +42,9 @@ def read_log(path):
     with open(path) as f:
         for rec in map(json.loads, f):
             if rec['kind'] == 'header':
-                cut = rec.get('resumed_at') or 0
-                run.update(header=rec, done=None, eval={i: r for i, r in run['eval'].items() if i < cut},
+                cut, source = rec.get('resumed_at') or 0, (run['header'] or rec).get('source')  # a resume's is None
+                run.update(header=dict(rec, source=source), done=None,
+                           eval={i: r for i, r in run['eval'].items() if i < cut},
                            train={i: r for i, r in run['train'].items() if i < cut})
             elif rec['kind'] in ('eval', 'train'):
                 run[rec['kind']][rec['iter']] = rec

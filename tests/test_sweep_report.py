@@ -19,7 +19,8 @@ TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --eval_interval=10 
 
 def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=20, s=1.0, n_embd=8, source=None):
     """A log.jsonl as train.py writes it: one segment per (resumed_at, value offset, last iteration or None for
-    max_iters), evals every 10 iterations, a 'done' record if the last segment finished."""
+    max_iters), evals every 10 iterations, a 'done' record if the last segment finished; a fine-tune's source in
+    its first header only."""
     os.makedirs(out_dir, exist_ok=True)
     config = dict(max_iters=max_iters, learning_rate=lr, seed=seed, taper_start=4, taper_end=10, n_layer=1,
                   n_embd=n_embd)
@@ -27,7 +28,7 @@ def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=2
     with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
         for resumed_at, offset, stop in segments:
             f.write(json.dumps(dict(kind='header', resumed_at=resumed_at, config=config, commit='abc', device='cpu',
-                                    model_args=model_args, source=source)) + '\n')
+                                    model_args=model_args, source=None if resumed_at else source)) + '\n')
             for it in range(resumed_at or 0, (max_iters if stop is None else stop) + 1):
                 if it % 10 == 0:
                     val = final if it == max_iters else 4.0 - it / 10 + offset
@@ -53,6 +54,12 @@ def test_a_resumed_log_is_read_with_the_later_segment_winning(tmp_path):
     write_log(tmp_path / 'rmsnorm-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100, 20), (10, 0, 15)))
     assert 20 not in report.read_log(tmp_path / 'rmsnorm-lr0.001-s1' / 'log.jsonl')['eval']
     assert [r['variant'] for r in report.load_runs(tmp_path)] == ['layernorm']
+    # a resumed fine-tune stays a fine-tune of its source
+    write_log(tmp_path / 'finetune_taper-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 100, 15), (10, 0, None)),
+              source=dict(ckpt='/runs/layernorm-lr0.004-s1/ckpt.pt', iter=2000))
+    assert {r['variant']: r['source'] for r in report.load_runs(tmp_path)} == {
+        'finetune_taper': 'layernorm-lr0.004-s1@2000', 'layernorm': ''}
+    os.remove(tmp_path / 'finetune_taper-lr0.001-s1' / 'log.jsonl')
     # a run that diverged at its final evaluation: train.py logs that evaluation, then stops without 'done'
     write_log(tmp_path / 'taper_ln-lr0.001-s1', 1e-3, 1, float('nan'), segments=((None, 0, 20),))
     assert 20 in report.read_log(tmp_path / 'taper_ln-lr0.001-s1' / 'log.jsonl')['eval']
