@@ -1,7 +1,7 @@
 """
 The reference a split training step must equal: train.py's loop in one process, each step on all the micro-batches
 (of every rank) at once, in float64, so that the two can differ only by float64 rounding. Used by the DDP and the
-gradient-accumulation tests.
+gradient-accumulation tests. Also the tokens a norm's statistics are computed from by hand, in the calibration tests.
 """
 import pickle
 
@@ -10,6 +10,22 @@ import torch
 
 from model import GPT
 from train import get_batch, get_gate, model_config, step_seed
+
+def one_step_of_forwards(m, *hooked):
+    """The forward passes of one optimizer step, two micro-batches of 3 x 16 tokens (a 37-token vocabulary), after
+    emptying the lists that m's hooks fill."""
+    for inputs in hooked:
+        inputs.clear()
+    for micro in range(2):
+        x = torch.randint(0, 37, (3, 16))
+        m(x, x)
+
+
+def as_the_norm_sees(hooked, norm, width=24):
+    """The hooked inputs as (tokens, width), centred for LayerNorm: its s(h) is the RMS of h - mean(h)."""
+    h = torch.cat(hooked).reshape(-1, width)
+    return h - h.mean(-1, keepdim=True) if norm == 'layernorm' else h
+
 
 def synthetic_dataset(data_dir, vocab_size, n_tokens):
     """train.bin and val.bin of random tokens, and a meta.pkl giving the vocabulary's size."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_one_error_line, cli, run_config, stop_training_at
-from reference import synthetic_dataset
+from reference import as_the_norm_sees, one_step_of_forwards, synthetic_dataset
 
 import train as train_module
 from checkpoint import KIND, load_checkpoint, load_model
@@ -52,13 +52,8 @@ def test_a_removed_norm_divides_by_the_average_scale_of_the_tokens_it_saw(norm):
     first.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
     ema = 0.0
     for step in range(3):
-        seen.clear()
-        for micro in range(2):
-            x = torch.randint(0, 37, (3, 16))
-            m(x, x)
-        h = torch.cat(seen).reshape(-1, 24)                             # every token of the step
-        if norm == 'layernorm':
-            h = h - h.mean(-1, keepdim=True)
+        one_step_of_forwards(m, seen)
+        h = as_the_norm_sees(seen, norm)                                # every token of the step
         ema = FAKELN_DECAY * ema + (1 - FAKELN_DECAY) * torch.sqrt(h.pow(2).mean(-1) + EPS).mean().item()
         m.update_calibration()
     m.calibrate()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import model as model_module
 from model import GPT, GPTConfig
+from reference import as_the_norm_sees, one_step_of_forwards
 
 EPS = 1e-5
 
@@ -89,20 +90,13 @@ def test_calibration_matches_a_hand_computed_ema_ratio(kind):
     ema_num = ema_den = ema_s = 0.0
     gamma = tn.weight.detach().double()
     for step in range(3):
-        seen_in.clear(), seen_h.clear()
-        for micro in range(2):
-            x = torch.randint(0, 37, (3, 16))
-            m(x, x)
-        h = torch.cat(seen_in).reshape(-1, 24)                          # all tokens of the step
-        if kind == 'layernorm':
-            h = h - h.mean(-1, keepdim=True)
+        one_step_of_forwards(m, seen_in, seen_h)
+        h = as_the_norm_sees(seen_in, kind)                             # all tokens of the step
         scale = torch.sqrt(h.pow(2).mean(-1) + EPS)                     # s(h) or r(h)
         hg2 = (h * gamma).pow(2).sum(-1)
         ema_num = 0.99 * ema_num + 0.01 * (hg2 / scale).mean().item()
         ema_den = 0.99 * ema_den + 0.01 * hg2.mean().item()
-        hf = torch.cat(seen_h).reshape(-1, 24)
-        if kind == 'layernorm':
-            hf = hf - hf.mean(-1, keepdim=True)
+        hf = as_the_norm_sees(seen_h, kind)
         ema_s = 0.99 * ema_s + 0.01 * torch.sqrt(hf.pow(2).mean(-1) + EPS).mean().item()
         m.update_calibration()
     m.calibrate()
