@@ -195,17 +195,16 @@ def finetune_tables(runs):
     tuning = lr_table(runs, ('finetune_layernorm',) + REMOVALS, best, "Removing the norms of a trained model")
     lines = [f"Every fine-tune starts at validation loss {statistics.fmean(start):.4f} (the mean over the seeds' "
              f"models) and runs {runs[0]['max_iters']} iterations; each way at its best rate (results/results.md: "
-             "every rate tried; a _start200 run calibrates at the gate's defaults, 200 and 500), paired by seed with "
-             "finetune_layernorm, a 95% interval (Student's t); the largest pre-logit scale s seen, the logit norm "
-             "at the end, and the largest logit difference between a model and its fold (fold.py, float32):", ""]
+             "every rate tried), paired by seed with finetune_layernorm, a 95% interval (Student's t); the largest "
+             "pre-logit scale s seen, the logit norm at the end, and the largest logit difference between a model "
+             "and its fold (fold.py, float32):", ""]
     lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: logit diff')
     lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
-              for v in ('finetune_layernorm',) + REMOVALS + ('finetune_taper_start200', 'finetune_fakeln_start200')
-              if v in best]
-    lines += ["", "Head to head, paired by seed, each at its best rate:", ""]
+              for v in ('finetune_layernorm',) + REMOVALS if v in best]
+    lines += ["", "Head to head, paired by seed (a _start200 run calibrates at the gate's defaults, 200 and 500):", ""]
     lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
     lines += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
