@@ -130,8 +130,10 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
             write_log(tmp_path / 'sweep' / f'layernorm-8x{width}-lr0.002-s{seed}', 2e-3, seed, 2.0, n_embd=width)
             write_log(tmp_path / 'sweep' / f'taper_ln-8x{width}-lr0.002-s{seed}', 2e-3, seed, 2.0 + cost * seed,
                       n_embd=width, s=5.0)
+    write_log(tmp_path / 'sweep' / 'layernorm-8x256-lr0.001-s1', 1e-3, 1, 1.9, n_embd=256)  # a width begun
     report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'), readme=''))
     text = (tmp_path / 'out' / 'results.md').read_text()
+    assert "| layernorm-8x256 | **1.9000 (1)** |" in text and "| layernorm-8x256 | 0.001 |" not in text  # tuning only
     assert "| finetune_layernorm | 0.001 | 3 | 1.7000 ± 0.0100 | baseline |  |  | 1.0 | 10.0 |  |" in text
     diffs = [0.02, 0.01, 0.03]                                          # taper - control, by seed
     half = 4.303 * statistics.stdev(diffs) / 3 ** 0.5
@@ -147,7 +149,7 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
     assert int(rows[('taper_ln-8x128', '1')]['params']) > int(rows[('taper_ln-8x64', '1')]['params'])
     assert "| taper_ln-8x64 | 0.002 | 3 | 2.0400 ± 0.0200 | +0.0400 (3 seeds) |" in text and "| +2.00% |" in text
     assert (tmp_path / 'out' / 'size_cost.png').read_bytes()[:4] == b'\x89PNG'
-    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 21                # every finished log, archived
+    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 22                # every finished log, archived
 
 
 def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):
