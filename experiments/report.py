@@ -214,17 +214,17 @@ def size_tables(runs):
     """The size series (tuning, table): taper_ln against layernorm at 8 layers and growing width."""
     runs = [r for r in runs if '-8x' in r['variant']]
     best, widths = best_rates(runs), sorted({r['n_embd'] for r in runs})
-    pairs = [(f'{v}-8x{w}', f'layernorm-8x{w}') for w in widths for v in ('layernorm', 'taper_ln')]
-    if not any(a != b and a in best and b in best for a, b in pairs):
+    both = [w for w in widths if {f'layernorm-8x{w}', f'taper_ln-8x{w}'} <= best.keys()]  # the widths to pair
+    if not both:
         return '', ''
-    tuning = lr_table(runs, [a for a, _ in pairs], best, "The size series")
+    tuning = lr_table(runs, [f'{v}-8x{w}' for w in widths for v in ('layernorm', 'taper_ln')], best, "The size series")
     lines = ["Each at its own best rate (results/results.md: every rate tried); taper_ln against layernorm of the "
              "same size, paired by seed, with a 95% interval; the parameter count and the largest pre-logit scale s "
              "any run reached:", ""]
     lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative cost', 'parameters', 'largest s')
-    lines += [vs_row(runs, best, a, b, lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
+    lines += [vs_row(runs, best, f'{v}-8x{w}', f'layernorm-8x{w}', lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
                      lambda rs: f"{max(r['largest_s'] for r in rs):.1f}")
-              for a, b in pairs if {a, b, b.replace('layernorm', 'taper_ln')} <= best.keys()]  # both variants ran
+              for w in both for v in ('layernorm', 'taper_ln')]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
