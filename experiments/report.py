@@ -85,9 +85,8 @@ def load_runs(sweep_dir):
 def archive(sweep_dir, logs):
     """Copy the log of every finished run under sweep_dir to logs/<run>/log.jsonl."""
     for r in load_runs(sweep_dir):
-        os.makedirs(os.path.join(logs, os.path.basename(r['out_dir'])), exist_ok=True)
-        shutil.copyfile(os.path.join(r['out_dir'], 'log.jsonl'),
-                        os.path.join(logs, os.path.basename(r['out_dir']), 'log.jsonl'))
+        os.makedirs(dst := os.path.join(logs, os.path.basename(r['out_dir'])), exist_ok=True)
+        shutil.copyfile(os.path.join(r['out_dir'], 'log.jsonl'), os.path.join(dst, 'log.jsonl'))
 
 
 def group(runs, *keys):
@@ -210,11 +209,15 @@ def finetune_tables(runs):
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
-def size_tables(runs):
-    """The size series (tuning, table): taper_ln against layernorm at 8 layers and growing width."""
+def size_series(runs):  # (its runs, their best rates, the widths begun, the widths where both variants have run)
     runs = [r for r in runs if '-8x' in r['variant']]
     best, widths = best_rates(runs), sorted({r['n_embd'] for r in runs})
-    both = [w for w in widths if {f'layernorm-8x{w}', f'taper_ln-8x{w}'} <= best.keys()]  # the widths to pair
+    return runs, best, widths, [w for w in widths if {f'layernorm-8x{w}', f'taper_ln-8x{w}'} <= best.keys()]
+
+
+def size_tables(runs):
+    """The size series (tuning, table): taper_ln against layernorm at 8 layers and growing width."""
+    runs, best, widths, both = size_series(runs)
     if not both:
         return '', ''
     tuning = lr_table(runs, [f'{v}-8x{w}' for w in widths for v in ('layernorm', 'taper_ln')], best, "The size series")
@@ -291,12 +294,9 @@ def plot(runs, out, plt):
         axes[1].set(xlabel='iteration', ylabel='mean logit norm')
         fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
         save(fig, axes[1], os.path.join(out, 'scale.png'))
-    size, rel = [r for r in runs if '-8x' in r['variant']], []  # (parameters, relative cost %, its 95% half-width)
-    best = best_rates(size)
-    for w in sorted({r['n_embd'] for r in size}):
-        a, b = f'taper_ln-8x{w}', f'layernorm-8x{w}'
-        d = paired(size, a, b, best[a], best[b]) if a in best and b in best else None
-        if d:
+    (size, best, _, both), rel = size_series(runs), []  # rel: (parameters, relative cost %, its 95% half-width)
+    for w in both:
+        if d := paired(size, f'taper_ln-8x{w}', f'layernorm-8x{w}', best[f'taper_ln-8x{w}'], best[f'layernorm-8x{w}']):
             rel.append((next(r['params'] for r in size if r['n_embd'] == w), 100 * d[1] / d[3], 100 * d[2] / d[3]))
     if rel:
         fig, ax = plt.subplots(figsize=(7, 4.5))
