@@ -1,7 +1,7 @@
 """
 Everything in the README's results comes from the runs' logs, archived in results/logs (so a clone can remake it):
-results/runs.csv (one row per finished run), the tables (results/results.md; README.md between its report markers)
-and the plots. Needs matplotlib.
+results/runs.csv (one row per run finished or diverged), the tables (results/results.md; README.md between its
+report markers) and the plots. Needs matplotlib.
 $ python experiments/report.py                                   # out-sweep/*/log.jsonl -> results/, README.md
 $ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table
 """
@@ -9,6 +9,7 @@ import csv
 import functools
 import glob
 import json
+import math
 import os
 import shutil
 import statistics
@@ -60,30 +61,31 @@ def count_params(model_args):  # as train.py counts them (nanoGPT's: less the po
 
 
 def load_runs(sweep_dir):
-    """One row per finished run under sweep_dir (its 'done' record is logged), with its curves under 'log'."""
+    """One row per run under sweep_dir that finished ('done' is logged) or diverged (val_loss nan), curves in 'log'."""
     rows = []
     for path in sorted(glob.glob(os.path.join(sweep_dir, '*', 'log.jsonl'))):
         run = read_log(path)
         cfg, source = run['header']['config'], run['header'].get('source')
-        if run['done'] is None:  # stopped early: interrupted, or diverged (its last evaluation may be logged)
-            continue
+        losses = [rec.get('loss', 0.0) for rec in run['train'].values()] + [e['val'] for e in run['eval'].values()]
+        if run['done'] is None and all(map(math.isfinite, losses)):  # interrupted: it resumes (a diverged one would
+            continue                                                 # diverge again: train.py stopped it, not you)
         last = run['train'][max(run['train'])]
         rows.append(dict(variant=os.path.basename(os.path.dirname(path)).rsplit('-lr', 1)[0],
                          **{k: cfg[k] for k in ('learning_rate', 'seed', 'n_layer', 'n_embd')},
                          params=count_params(json.dumps(run['header']['model_args'])),
                          source=f"{os.path.basename(os.path.dirname(source['ckpt']))}@{source['iter']}" if source
-                         else '', val_loss=run['eval'][cfg['max_iters']]['val'],
-                         best_val_loss=min(e['val'] for e in run['eval'].values()),
+                         else '', val_loss=run['eval'].get(cfg['max_iters'], dict(val=math.nan))['val'],
+                         best_val_loss=min(e['val'] for e in run['eval'].values() if math.isfinite(e['val'])),
                          **{k: cfg[k] for k in ('max_iters', 'taper_start', 'taper_end')}, s=last['s'],
-                         largest_s=max(rec['s'] for rec in run['train'].values()), logit_norm=last['logit_norm'],
-                         fold_max_logit_diff=(run.get('fold') or {}).get('max_logit_diff'),
-                         wall_s=run['done']['wall_s'], commit=run['header']['commit'], out_dir=os.path.dirname(path),
-                         log=run))
+                         largest_s=max(rec['s'] for rec in run['train'].values() if math.isfinite(rec['s'])),
+                         logit_norm=last['logit_norm'], fold_max_logit_diff=run.get('fold', {}).get('max_logit_diff'),
+                         wall_s=(run['done'] or {}).get('wall_s'), commit=run['header']['commit'],
+                         out_dir=os.path.dirname(path), log=run))
     return rows
 
 
 def archive(sweep_dir, logs):
-    """Copy the log of every finished run under sweep_dir to logs/<run>/log.jsonl."""
+    """Copy the log of every finished (or diverged) run under sweep_dir to logs/<run>/log.jsonl."""
     for r in load_runs(sweep_dir):
         os.makedirs(dst := os.path.join(logs, os.path.basename(r['out_dir'])), exist_ok=True)
         shutil.copyfile(os.path.join(r['out_dir'], 'log.jsonl'), os.path.join(dst, 'log.jsonl'))
@@ -97,14 +99,10 @@ def group(runs, *keys):
 
 
 def best_rates(runs):
-    """{variant: the learning rate with the lowest mean final val loss over its seeds}"""
+    """{variant: the learning rate with the lowest mean final val loss over its seeds, none of which diverged}"""
     runs_at = sorted(group(runs, 'variant', 'learning_rate').items())
-    means = {key: statistics.fmean(r['val_loss'] for r in rs) for key, rs in runs_at}
+    means = {key: m for key, rs in runs_at if not math.isnan(m := statistics.fmean(r['val_loss'] for r in rs))}
     return {v: min((lr for w, lr in means if w == v), key=lambda lr: means[(v, lr)]) for v, _ in means}  # ties: lower
-
-
-def mean_sd(values):
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
 
 
 def paired(runs, a, b, lr_a, lr_b):
@@ -116,6 +114,10 @@ def paired(runs, a, b, lr_a, lr_b):
         return None
     half = T975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
     return len(diffs), statistics.fmean(diffs), half, statistics.fmean(vb[s] for s in va.keys() & vb.keys())
+
+
+def mean_sd(values):
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
 
 
 def gap_cells(d):
@@ -140,7 +142,8 @@ def lr_table(runs, variants, best, what):
     """The tuning behind a section's paired tables (results.md holds it, the README the paired tables)."""
     by, lrs = group(runs, 'variant', 'learning_rate'), sorted({r['learning_rate'] for r in runs if r['variant'] in
                                                                variants})
-    lines = [f"{what}: final validation loss by learning rate (mean over seeds; **bold**: each variant's best):", ""]
+    lines = [f"{what}: final validation loss by learning rate (mean over seeds, nan where a seed diverged; **bold**: "
+             "each variant's best):", ""]
     lines += head('variant', *(f"lr {lr:g}" for lr in lrs))
     for v in (v for v in variants if v in best):
         cells = [(f"{statistics.fmean(r['val_loss'] for r in by[(v, lr)]):.4f} ({len(by[(v, lr)])})"
@@ -268,8 +271,7 @@ def mean_curve(rs, kind, key):
 
 def save(fig, legend_ax, path):
     legend_ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
 
 
 def plot(runs, out, plt):
@@ -278,10 +280,9 @@ def plot(runs, out, plt):
     main = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
     best, by = best_rates(main), group(main, 'variant', 'learning_rate')
     fig, ax = plt.subplots(figsize=(8, 5))
-    for v in ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'):
-        if v in best:
-            rs = by[(v, best[v])]
-            ax.plot(*mean_curve(rs, 'eval', 'val'), marker='.', label=f"{v}, lr {best[v]:g} ({len(rs)} seeds)")
+    for v in (v for v in ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms') if v in best):
+        rs = by[(v, best[v])]
+        ax.plot(*mean_curve(rs, 'eval', 'val'), marker='.', label=f"{v}, lr {best[v]:g} ({len(rs)} seeds)")
     ax.set(xlabel='iteration', ylabel='validation loss', ylim=(1.6, 2.6), title='Shakespeare characters')
     save(fig, ax, os.path.join(out, 'val_loss.png'))
     if 'layernorm' in best:  # the final-norm ablations ran at layernorm's best rate
@@ -300,8 +301,7 @@ def plot(runs, out, plt):
             rel.append((next(r['params'] for r in size if r['n_embd'] == w), 100 * d[1] / d[3], 100 * d[2] / d[3]))
     if rel:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.errorbar([p for p, _, _ in rel], [m for _, m, _ in rel], yerr=[h for _, _, h in rel], marker='o',
-                    capsize=4, label='taper_ln vs layernorm, 8 layers (95% interval)')
+        ax.errorbar(*zip(*rel), marker='o', capsize=4, label='taper_ln vs layernorm, 8 layers (95% interval)')
         ax.axhspan(0.7, 1.8, color='tab:orange', alpha=0.2, label="the paper's 0.7-1.8% (TinyStories, 1M-30M)")
         ax.axhline(0, color='k', lw=0.8)
         ax.set(xscale='log', xlabel='parameters', ylabel='relative cost in final val loss (%)',

@@ -1,7 +1,7 @@
 """
 The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a fine-tune:
-config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished here or
-archived in results/logs are skipped and interrupted ones resumed: run a stage again to go on. The stages, in order:
+config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished (or diverged)
+here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
 seeds), ablation, schedule; finetune_lr and finetune (removing the norms of best's LayerNorm models, METHOD.md §11,
 each removal folded and its check added to its log), finetune_schedule; size_lr and size (8 layers, three widths).
@@ -158,7 +158,7 @@ def run_stage(cfg, stage):
 def wait_first(running):
     proc, out_dir = running[0]
     if proc.wait() != 0:
-        print(f"failed {out_dir} (exit {proc.returncode}): see {out_dir}/stdout.txt; rerun to resume", flush=True)
+        print(f"failed {out_dir} (exit {proc.returncode}; stdout.txt says why): a rerun resumes it unless it diverged")
     return running[1:]
 
 

@@ -2,6 +2,7 @@
 too), picks each variant's best learning rate, pairs seeds, and writes runs.csv, the tables and the README."""
 import csv
 import json
+import math
 import os
 import statistics
 
@@ -60,10 +61,19 @@ def test_a_resumed_log_is_read_with_the_later_segment_winning(tmp_path):
     assert {r['variant']: r['source'] for r in report.load_runs(tmp_path)} == {
         'finetune_taper': 'layernorm-lr0.004-s1@2000', 'layernorm': ''}
     os.remove(tmp_path / 'finetune_taper-lr0.001-s1' / 'log.jsonl')
-    # a run that diverged at its final evaluation: train.py logs that evaluation, then stops without 'done'
+    # a run that diverged at its final evaluation: train.py logs that evaluation, then stops without 'done'. It
+    # is a result (val_loss nan), not a run to resume: it would diverge again
     write_log(tmp_path / 'taper_ln-lr0.001-s1', 1e-3, 1, float('nan'), segments=((None, 0, 20),))
     assert 20 in report.read_log(tmp_path / 'taper_ln-lr0.001-s1' / 'log.jsonl')['eval']
-    assert [r['variant'] for r in report.load_runs(tmp_path)] == ['layernorm']
+    rows = {r['variant']: r for r in report.load_runs(tmp_path)}
+    assert sorted(rows) == ['layernorm', 'taper_ln'] and math.isnan(rows['taper_ln']['val_loss'])
+    assert rows['taper_ln']['best_val_loss'] == 3.0 and rows['taper_ln']['wall_s'] is None   # evals 4.0, 3.0, nan
+    # one that diverged between evaluations: its last training record is not finite, its largest s the largest finite
+    write_log(tmp_path / 'all_taper-lr0.001-s1', 1e-3, 1, 2.0, segments=((None, 0, 15),), s=5.0)
+    with open(tmp_path / 'all_taper-lr0.001-s1' / 'log.jsonl', 'a') as f:
+        f.write(json.dumps(dict(kind='train', iter=16, s=float('inf'), loss=float('nan'), logit_norm=1.0)) + '\n')
+    rows = {r['variant']: r for r in report.load_runs(tmp_path)}
+    assert math.isnan(rows['all_taper']['val_loss']) and rows['all_taper']['largest_s'] == 5.0
 
 
 def synthetic_sweep(root):
@@ -90,6 +100,13 @@ def test_best_rates_and_the_paired_interval(tmp_path):
     diffs = [a - b for a, b in zip(finals[('taper_ln', 4e-3)], finals[('layernorm', 2e-3)])]   # -0.01, -0.02, +0.01
     assert (n, mean, base) == (3, pytest.approx(statistics.fmean(diffs)), pytest.approx(1.92))
     assert half == pytest.approx(4.303 * statistics.stdev(diffs) / 3 ** 0.5)   # t(0.975, 2 degrees of freedom)
+    # a rate where a seed diverged is never the best, however well its other seeds did; its tuning cell says nan
+    write_log(tmp_path / 'taper_ln-lr0.001-s1', 1e-3, 1, 1.0)
+    write_log(tmp_path / 'taper_ln-lr0.001-s2', 1e-3, 2, float('nan'), segments=((None, 0, 20),))
+    runs = report.load_runs(tmp_path)
+    assert len(runs) == 14 and report.best_rates(runs) == {'layernorm': 2e-3, 'taper_ln': 4e-3}
+    assert "| taper_ln | nan (2) | 1.9467 (3) | **1.9133 (3)** |" in report.lr_table(runs, ('taper_ln',),
+                                                                                      report.best_rates(runs), 'x')
 
 
 def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
