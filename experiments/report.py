@@ -66,7 +66,7 @@ def load_runs(sweep_dir):
     for path in sorted(glob.glob(os.path.join(sweep_dir, '*', 'log.jsonl'))):
         run = read_log(path)
         cfg, source = run['header']['config'], run['header'].get('source')
-        losses = [rec.get('loss', 0.0) for rec in run['train'].values()] + [e['val'] for e in run['eval'].values()]
+        losses = [rec['loss'] for rec in run['train'].values()] + [e['val'] for e in run['eval'].values()]
         if run['done'] is None and all(map(math.isfinite, losses)):  # interrupted: it resumes (a diverged one would
             continue                                                 # diverge again: train.py stopped it, not you)
         last = run['train'][max(run['train'])]
@@ -105,6 +105,10 @@ def best_rates(runs):
     return {v: min((lr for w, lr in means if w == v), key=lambda lr: means[(v, lr)]) for v, _ in means}  # ties: lower
 
 
+def mean_sd(values):
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
+
+
 def paired(runs, a, b, lr_a, lr_b):
     """The difference a - b over the seeds both have: (n, mean, 95% half-width by Student's t, mean of b)."""
     va = {r['seed']: r['val_loss'] for r in runs if (r['variant'], r['learning_rate']) == (a, lr_a)}
@@ -114,10 +118,6 @@ def paired(runs, a, b, lr_a, lr_b):
         return None
     half = T975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
     return len(diffs), statistics.fmean(diffs), half, statistics.fmean(vb[s] for s in va.keys() & vb.keys())
-
-
-def mean_sd(values):
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
 
 
 def gap_cells(d):

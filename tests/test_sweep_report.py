@@ -35,7 +35,8 @@ def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=2
                     val = final if it == max_iters else 4.0 - it / 10 + offset
                     f.write(json.dumps(dict(kind='eval', iter=it, val=val, train=val, gate=1.0)) + '\n')
                 if it < max_iters:
-                    f.write(json.dumps(dict(kind='train', iter=it, s=s + offset, logit_norm=10.0, ms=1.0)) + '\n')
+                    rec = dict(kind='train', iter=it, s=s + offset, loss=2.0, logit_norm=10.0, ms=1.0)
+                    f.write(json.dumps(rec) + '\n')
         if segments[-1][2] is None:
             f.write(json.dumps(dict(kind='done', iter=max_iters, wall_s=12.5)) + '\n')
 
