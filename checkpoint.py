@@ -2,6 +2,7 @@
 Checkpoints hold tensors and plain dicts only, so torch.load(weights_only=True) reads them and no code runs on load.
 Each is written to a temporary file and renamed: a crash leaves the last good one whole. load_checkpoint is the one
 reader (train.py's resume, fold.py, sample.py): whatever is wrong with a file, it says so in one line.
+load_gpt2 reads OpenAI's GPT-2 weights (through `transformers`) into our GPT, for a fine-tune to start from.
 """
 import os
 import re
@@ -10,7 +11,7 @@ import warnings
 import torch
 
 from configurator import UserError
-from model import GPT
+from model import GPT, GPTConfig
 
 KIND = 'nanotaper'  # written into every checkpoint; anything else is refused on load
 
@@ -72,3 +73,55 @@ def load_model(path, device='cpu', need=('model_args', 'model')):
         raise UserError(f"{path} holds weights that are not finite (nan or inf, {broken[0]} among them): the run "
                         "that wrote it diverged; train it again (a lower --learning_rate, or a later --taper_start)")
     return model.to(device), ckpt
+
+
+def load_gpt2(model_type, override_args=None, local_path=None):
+    """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') through `transformers` (optional): from the
+    Hub, or local_path, a save_pretrained folder or one .safetensors / .bin file with its config.json beside it.
+    Any taper: a TaperNorm starts as exactly the LayerNorm it replaces (g = 1). override_args sets the rest."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        raise UserError("GPT-2's weights come through transformers, an optional dependency: pip install transformers")
+    if model_type not in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'):
+        raise UserError(f"model_type={model_type!r} is not one of gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+    if local_path is not None and not os.path.exists(local_path):  # else transformers reads it as a Hub name
+        raise UserError(f"no GPT-2 weights at {local_path!r} (--init_path)")
+    try:
+        if local_path is not None and os.path.isfile(local_path):  # one weights file, its config beside it
+            hf_cfg = GPT2Config.from_pretrained(os.path.dirname(local_path) or '.')
+            if local_path.endswith('.safetensors'):
+                from safetensors.torch import load_file
+                sd = load_file(local_path)
+            else:
+                sd = torch.load(local_path, map_location='cpu', weights_only=True)
+        else:  # the Hub, or a save_pretrained folder
+            hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
+            sd, hf_cfg = hf.state_dict(), hf.config
+    except OSError as e:  # offline, most often
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # its first line, not its advice and links
+        raise UserError(f"could not load {model_type!r} through transformers ({why}); offline, give --init_path: a "
+                        f"save_pretrained folder of {model_type}, or its model.safetensors with config.json beside it")
+    if hf_cfg.activation_function not in ('gelu', 'gelu_new'):
+        raise UserError(f"activation {hf_cfg.activation_function!r}: this GPT's MLP computes GELU")
+    args = dict(n_layer=hf_cfg.n_layer, n_head=hf_cfg.n_head, n_embd=hf_cfg.n_embd, bias=True,
+                vocab_size=hf_cfg.vocab_size, block_size=hf_cfg.n_positions, norm_eps=hf_cfg.layer_norm_epsilon,
+                gelu='tanh' if hf_cfg.activation_function == 'gelu_new' else 'none')  # GPT-2's own GELU
+    override_args = dict(override_args or {})
+    if override_args.pop('norm', 'layernorm') != 'layernorm' or set(override_args) & set(args):
+        raise UserError(f"GPT-2 fixes norm='layernorm' and {sorted(args)}; override_args sets only the rest")
+    model = GPT(GPTConfig(**args, **override_args))
+
+    # Hugging Face names, with or without 'transformer.'; the causal-mask buffers of old files are not weights
+    sd = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in sd.items()
+          if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
+    head = sd.pop('lm_head.weight', None)
+    if head is not None and not torch.equal(head, sd['transformer.wte.weight']):
+        raise UserError("the checkpoint's lm_head is not tied to wte, as this GPT's is")
+    # GPT-2's Conv1D stores W as (in, out); nn.Linear wants (out, in)
+    conv1d = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+    try:
+        model.load_weights({k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()})
+    except ValueError as e:
+        raise UserError(f"{local_path or model_type}: {e}") from None
+    return model

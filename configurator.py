@@ -81,7 +81,7 @@ def read_args(cls, argv):
         if key not in hints:
             near = difflib.get_close_matches(key, hints, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise UserError(f"{source}: unknown config key {key!r}{hint}; python {script()} --help lists them")
+            raise UserError(f"{source}: unknown config key {key!r}{hint}; --help lists them")
         values[key] = coerce(key, value, hints[key], source)
     return values
 
@@ -97,14 +97,10 @@ def literal(text):
 def usage(cls):
     """--help: every key, its default, and the comment beside it in cls's source."""
     comments = dict(re.findall(r'^\s+(\w+):[^#\n]*#\s*(.*)$', inspect.getsource(cls), re.M))
-    lines = [f"usage: python {script()} [config.py ...] [--key=value ...]", ""]
+    lines = [f"usage: python {os.path.basename(sys.argv[0])} [config.py ...] [--key=value ...]", ""]
     for f in dataclasses.fields(cls):
         lines.append(f"  --{f.name}={f.default!r}".ljust(34) + f"  {comments.get(f.name, '')}")
     return '\n'.join(lines)
-
-
-def script():
-    return os.path.basename(sys.argv[0])
 
 
 def run_main(main, cls, base=None):

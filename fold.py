@@ -89,8 +89,7 @@ def main(cfg):
         print(f"{cfg.ckpt}: {reason}; sample.py and bench.py take it as it is")
         return None
     if reason and model.config.taper != 'off' and model.gate.item() > 0:
-        reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')} and its run tapers until iteration "
-                   f"{(ckpt.get('config') or {}).get('taper_end')}: continue it with python train.py "
+        reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')}: continue its run with python train.py "
                    f"--init_from=resume --out_dir={os.path.dirname(cfg.ckpt) or '.'})")
     if reason:
         raise UserError(f"cannot fold {cfg.ckpt}: {reason}")

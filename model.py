@@ -256,6 +256,7 @@ class GPT(nn.Module):
         self.register_buffer('calibrated', torch.zeros((), dtype=torch.bool))
         self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))
         self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
+        self.register_buffer('s_ref', torch.zeros(()))                     # s_mean() as s_growth() last saw it
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target)))
         self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
 
@@ -360,6 +361,15 @@ class GPT(nn.Module):
         self.s_acc.zero_()
         self.ema_steps += 1
 
+    def s_mean(self):
+        """The EMA of s, bias-corrected: what the anchor's s_tgt freezes to (§6) and what s_growth() watches (§4)."""
+        return self.s_ema / (1 - self.config.ema_decay ** int(self.ema_steps))
+
+    def s_growth(self):
+        """s_mean() / its value at the last call - 1 (inf at the first): how much s grew since then (§4)."""
+        s_then = self.s_ref.clone()
+        return (self.s_ref.copy_(self.s_mean()) / s_then - 1).item()
+
     @torch.no_grad()
     def calibrate(self):
         """At taper_start: the TaperNorms stop collecting (c and gamma_t keep the values update_calibration last
@@ -369,8 +379,7 @@ class GPT(nn.Module):
         if self.collecting and int(self.ema_steps) == 0:
             raise RuntimeError("calibrate() needs at least one update_calibration() step of statistics")
         if self.config.calibrated_anchor:
-            bias_correction = 1 - self.config.ema_decay ** int(self.ema_steps)
-            self.s_tgt.copy_(self.s_ema / bias_correction)
+            self.s_tgt.copy_(self.s_mean())
         self.calibrated.fill_(True)
         self.set_gate(self.gate.item())
 
@@ -413,12 +422,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
-        """
-        Sample max_new_tokens after idx (B, T). With use_cache, a KV cache holds past keys and values so
-        each new token costs one position's work; once the sequence outgrows block_size, generation
-        falls back to re-reading the last block_size tokens each step (nanoGPT's cropping): the window
-        slides, every token's position changes, and the cached keys no longer apply.
-        """
+        """Sample max_new_tokens after idx (B, T). With use_cache, a KV cache makes each new token one position's work
+        until the sequence outgrows block_size; from there the window slides (nanoGPT's cropping), every position
+        changes and the cached keys no longer apply, so each step re-reads the last block_size tokens."""
         cache = None
         if use_cache and idx.size(1) < self.config.block_size:  # a longer prompt crops from the start
             w = self.lm_head.weight
@@ -434,56 +440,6 @@ class GPT(nn.Module):
             idx = torch.cat((idx, next_token), dim=1)
             step_input = next_token
         return idx
-
-    @classmethod
-    def from_pretrained(cls, model_type, override_args=None, local_path=None):
-        """
-        OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') in this GPT, through `transformers` (an
-        optional dependency): from the Hub, or from local_path, a save_pretrained folder or one .safetensors / .bin
-        file with the folder's config.json beside it. Any taper: a TaperNorm starts as exactly the LayerNorm it
-        replaces (g = 1). override_args sets what the weights leave open (dropout, taper, anchor_*).
-        """
-        import os
-        from transformers import GPT2Config, GPT2LMHeadModel
-        if model_type not in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'):
-            raise ValueError(f"model_type={model_type!r} is not one of gpt2, gpt2-medium, gpt2-large, gpt2-xl")
-        if local_path is not None and not os.path.exists(local_path):  # else transformers reads it as a Hub name
-            raise FileNotFoundError(f"no GPT-2 weights at {local_path!r}")
-        try:
-            if local_path is not None and os.path.isfile(local_path):  # one weights file, its config beside it
-                hf_config = GPT2Config.from_pretrained(os.path.dirname(local_path) or '.')
-                if local_path.endswith('.safetensors'):
-                    from safetensors.torch import load_file
-                    sd = load_file(local_path)
-                else:
-                    sd = torch.load(local_path, map_location='cpu', weights_only=True)
-            else:  # the Hub, or a save_pretrained folder
-                hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
-                sd, hf_config = hf.state_dict(), hf.config
-        except OSError as e:  # offline, most often: the caller says how to give the weights locally
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # its first line, not its advice and links
-            raise OSError(f"could not load {model_type!r} through transformers ({why})")
-        if hf_config.activation_function not in ('gelu', 'gelu_new'):
-            raise ValueError(f"activation {hf_config.activation_function!r}: this GPT's MLP computes GELU")
-        args = dict(n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd, bias=True,
-                    vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions,
-                    norm_eps=hf_config.layer_norm_epsilon,
-                    gelu='tanh' if hf_config.activation_function == 'gelu_new' else 'none')  # GPT-2's own GELU
-        override_args = dict(override_args or {})
-        if override_args.pop('norm', 'layernorm') != 'layernorm' or set(override_args) & set(args):
-            raise ValueError(f"GPT-2 fixes norm='layernorm' and {sorted(args)}; override_args sets only the rest")
-        model = cls(GPTConfig(**args, **override_args))
-
-        # Hugging Face names, with or without 'transformer.'; the causal-mask buffers of old files are not weights
-        sd = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in sd.items()
-              if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
-        head = sd.pop('lm_head.weight', None)
-        if head is not None and not torch.equal(head, sd['transformer.wte.weight']):
-            raise ValueError("the checkpoint's lm_head is not tied to wte, as this GPT's is")
-        # GPT-2's Conv1D stores W as (in, out); nn.Linear wants (out, in)
-        conv1d = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-        model.load_weights({k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()})
-        return model
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None):

@@ -22,7 +22,7 @@ import torch
 from torch.distributed import barrier, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import KIND, load_checkpoint, load_model, save_checkpoint
+from checkpoint import KIND, load_checkpoint, load_gpt2, load_model, save_checkpoint
 from configurator import UserError, run_main
 from model import GPT, GPTConfig
 from runtime import REPO, autocast, device_name, git_commit, pick_device, pick_dtype
@@ -71,9 +71,11 @@ class TrainConfig:
     warmup_iters: int = 2000             # iterations of linear warmup
     lr_decay_iters: int = 600000         # iteration where the cosine reaches min_lr
     min_lr: float = 6e-5                 # the floor of the cosine
-    # the gate (METHOD.md §4): 1 through taper_start (statistics collect, then calibrate), cosine to 0 at taper_end
-    taper_start: int | None = None       # None: 20% of max_iters (or the end of lr warmup, if later)
-    taper_end: int | None = None         # None: taper_start + 30% of max_iters, at most max_iters (50% by default)
+    # the gate (METHOD.md §4): 1 until calibration (statistics collect, then freeze), a cosine down to 0 at taper_end
+    taper_start: int | None = None       # the step that calibrates; None: once s levels off (the next two keys)
+    taper_end: int | None = None         # None: taper_start + 37.5% of the iterations left after it
+    level_window: int = 100              # None's test, at the end of every window of steps after the lr warmup:
+    level_growth: float = 0.05           # the EMA of s grew by less than this share (at the latest: half the run)
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
@@ -81,24 +83,24 @@ class TrainConfig:
     seed: int = 1337                     # weights, batches and dropout all follow from it
 
     def __post_init__(self):
-        if self.taper_start is None:  # measured on the main job: calibrating much earlier diverges (METHOD.md §4)
-            self.taper_start = max(self.warmup_iters if self.decay_lr else 0, round(0.2 * self.max_iters))
-        if self.taper_end is None:  # a late warmup moves the taper rather than squeezing it (one step collapses)
+        if self.taper_start is not None and self.taper_end is None:  # 37.5% of what is left: 400 -> 1000 of 2000
             self.taper_end = max(self.taper_start + 1,
-                                 min(self.max_iters, self.taper_start + round(0.3 * self.max_iters)))
+                                 self.taper_start + round(0.375 * (self.max_iters - self.taper_start)))
         validate(self)
 
 
 def validate(cfg):
     """Refuse settings that cannot run, naming the key and the fix."""
     for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
-                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
+                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd', 'level_window'):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
     gpt2 = cfg.init_from.startswith('gpt2')
     gptconf = model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
+    start, end, warmup = cfg.taper_start, cfg.taper_end, cfg.warmup_iters if cfg.decay_lr else 0
     # eval_only reads the gate at one iteration, so only there may the schedule reach past max_iters
-    schedule_ok = 0 <= cfg.taper_start < cfg.taper_end and (cfg.taper_end <= cfg.max_iters or cfg.eval_only)
+    schedule_ok = end is None and warmup <= cfg.max_iters if start is None else (
+        0 <= start < end and (end <= cfg.max_iters or cfg.eval_only))
     for bad, why in [
             (cfg.max_iters < 0 or cfg.warmup_iters < 0, "max_iters and warmup_iters must be >= 0"),
             (cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters,
@@ -110,9 +112,9 @@ def validate(cfg):
             (gpt2 and cfg.norm != 'layernorm', f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs "
                                                "norm='layernorm'"),
             (gptconf.calibrates and not schedule_ok,
-             f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={cfg.taper_start}, "
-             f"taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set both inside the run (left out, taper_start "
-             "is the end of warmup or 20% of max_iters, whichever is later: lower --warmup_iters for a short run)")]:
+             f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
+             f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or neither (it calibrates once s "
+             f"levels off, after warmup_iters={cfg.warmup_iters}, which must fit in the run)")]:
         if bad:
             raise ValueError(why)
 
@@ -136,11 +138,11 @@ def saved_config(values):
         return {}
     path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
-    for key in MODEL_KEYS:  # the model comes from the checkpoint: a new value would go unheard
+    for key in MODEL_KEYS + ('taper_start', 'taper_end'):  # the model, and the schedule its state follows
         if key in values and key in saved and values[key] != saved[key]:
-            raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} started with "
-                            f"{key}={saved[key]!r}: a resumed run keeps its model; resume with only --init_from=resume "
-                            "and the keys that may change (max_iters, ...), or start a new run in another --out_dir")
+            raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} has {key}="
+                            f"{saved[key]!r}: a resumed run keeps its model and schedule; resume with only --init_from="
+                            "resume and keys that may change (max_iters, ...), or start a new run in another --out_dir")
     return {f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved and f.name != 'init_path'}
 
 
@@ -148,18 +150,15 @@ def saved_config(values):
 # Schedules: pure functions of the iteration
 
 def get_lr(it, cfg):
+    """nanoGPT's: a linear warmup for warmup_iters steps, a cosine down to min_lr at lr_decay_iters, then min_lr."""
     if not cfg.decay_lr:
         return cfg.learning_rate
-    # 1) linear warmup for warmup_iters steps
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    # 2) past lr_decay_iters, min_lr
     if it > cfg.lr_decay_iters:
         return cfg.min_lr
-    # 3) in between, cosine down to min_lr
-    decay_ratio = (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # 1 -> 0
-    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)))
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)  # coeff 1 -> 0
 
 
 def get_gate(it, taper_start, taper_end, removals=0):
@@ -171,11 +170,16 @@ def get_gate(it, taper_start, taper_end, removals=0):
     if removals:
         window = taper_end - taper_start
         return 1.0 - sum(it >= taper_start + math.ceil((i + 1) * window / removals) for i in range(removals)) / removals
-    if it <= taper_start:
-        return 1.0
-    if it >= taper_end:
-        return 0.0
-    return 0.5 * (1.0 + math.cos(math.pi * (it - taper_start) / (taper_end - taper_start)))
+    progress = min(max((it - taper_start) / (taper_end - taper_start), 0.0), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))  # exactly 1 and 0 at the ends: cos(pi) is -1.0 in floats
+
+
+def calibration_due(steps, cfg, growth=None):
+    """The automatic calibration point (METHOD.md §4), asked after each step while taper_start is None: never in the
+    lr warmup; then at the end of the first level_window steps in which the EMA of s grew by less than level_growth
+    (growth: by how much, given at each window's end), or at the latest half-way: before s levels off is too early."""
+    warmed_up = steps >= (cfg.warmup_iters if cfg.decay_lr else 0)
+    return warmed_up and (steps >= cfg.max_iters // 2 or (growth is not None and growth < cfg.level_growth))
 
 
 def step_seed(seed, rank, it):
@@ -274,15 +278,8 @@ def init_model(cfg, data_dir):
         return finetune_model(cfg, data_dir)
     if not cfg.init_from.startswith('gpt2'):
         return GPT(model_config(cfg, read_vocab_size(data_dir))), None, None
-    override = dict(dropout=cfg.dropout, taper=cfg.taper, anchor_lambda=cfg.anchor_lambda,
-                    anchor_target=cfg.anchor_target)  # GPT-2 fixes the shape; the taper and dropout are the run's
-    try:
-        model = GPT.from_pretrained(cfg.init_from, override, local_path=cfg.init_path)
-    except OSError as e:
-        raise UserError(f"{e}; offline, give --init_path: a save_pretrained folder of {cfg.init_from}, or its "
-                        "model.safetensors with config.json beside it") from None
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    override = {key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}  # GPT-2 fixes the shape
+    model = load_gpt2(cfg.init_from, override, local_path=cfg.init_path)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
     return model, None, None
@@ -401,7 +398,7 @@ def train(cfg):
     last, parts_sum = dict(t=time.time(), iter=iter_num), {}
     try:
         while True:
-            if gptconf.taper != 'off':  # a model with nothing to taper keeps g = 1 (its gate is unused)
+            if gptconf.taper != 'off' and cfg.taper_start is not None:  # else g stays 1 (unused, or not calibrated)
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end, removals))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses, gate = estimate_loss(raw_model, cfg, data_dir, device, ctx), raw_model.gate.item()
@@ -445,6 +442,13 @@ def train(cfg):
             scaler.update()
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
             raw_model.update_calibration()          # this step's statistics into the EMAs; c <- c*, gamma_t <- gamma
+            if cfg.taper_start is None and gptconf.calibrates:  # the automatic calibration point (§4)
+                growth = raw_model.s_growth() if (iter_num + 1) % cfg.level_window == 0 else None  # syncs the device
+                if calibration_due(iter_num + 1, cfg, growth):
+                    cfg = replace(cfg, taper_start=iter_num, taper_end=None)  # taper_end: the default after it
+                    if master:
+                        print(f"calibrating after step {iter_num}: the gate reaches 0 at iteration {cfg.taper_end}")
+                        write_log(dict(kind='calibrate', taper_start=iter_num, taper_end=cfg.taper_end))
             if iter_num == cfg.taper_start:
                 raw_model.calibrate()               # c and gamma_t frozen (FakeLN: each at its removal), s_tgt too
             iter_num += 1

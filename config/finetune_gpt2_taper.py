@@ -23,5 +23,6 @@ learning_rate = 3e-5
 decay_lr = False
 
 # GPT-2's LayerNorms in ln_1 and ln_2 become TaperNorms (exactly the LayerNorm at g = 1); ln_f stays.
-# The gate keeps its defaults: calibrate at iteration 24 (20%), gate 0 from 60 (50%) on.
+# A trained model's scale has settled, so it calibrates at iteration 24 (20%); gate 0 from 60 on.
 taper = 'internal'
+taper_start = 24

@@ -27,5 +27,5 @@ beta2 = 0.99
 warmup_iters = 100
 
 # the norms: LayerNorm in ln_1 and ln_2 tapers to a fixed scaling, then folds away (METHOD.md §2-§4).
-# The gate keeps its defaults: g = 1 to 20% of the run (400), then down to 0 at 50% (1000).
+# The gate keeps its defaults: g = 1 until s levels off (METHOD.md §4), then down to 0 over 37.5% of what is left.
 taper = 'internal'

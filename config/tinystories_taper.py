@@ -25,4 +25,4 @@ lr_decay_iters = 20000
 min_lr = 1e-4
 warmup_iters = 1000
 
-taper = 'internal'  # the gate keeps its defaults: calibrate at 4000 (20%), gate 0 from 10000 (50%) on
+taper = 'internal'  # the gate keeps its defaults: calibrate once s levels off, gate 0 37.5% of the rest later

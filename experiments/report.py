@@ -76,7 +76,8 @@ def load_runs(sweep_dir):
                          source=f"{os.path.basename(os.path.dirname(source['ckpt']))}@{source['iter']}" if source
                          else '', val_loss=run['eval'].get(cfg['max_iters'], dict(val=math.nan))['val'],
                          best_val_loss=min(e['val'] for e in run['eval'].values() if math.isfinite(e['val'])),
-                         **{k: cfg[k] for k in ('max_iters', 'taper_start', 'taper_end')}, s=last['s'],
+                         max_iters=cfg['max_iters'],  # the calibration point as set, or as the run found it:
+                         **{k: run.get('calibrate', cfg)[k] for k in ('taper_start', 'taper_end')}, s=last['s'],
                          largest_s=max(rec['s'] for rec in run['train'].values() if math.isfinite(rec['s'])),
                          logit_norm=last['logit_norm'], fold_max_logit_diff=run.get('fold', {}).get('max_logit_diff'),
                          wall_s=(run['done'] or {}).get('wall_s'), commit=run['header']['commit'],
@@ -243,9 +244,8 @@ def bench_table(record):
     for r in record['ratios']:
         cells[(r['mode'], 'compiled' if r['compiled'] else 'eager', r['B'], r['T'])][r['ratio']] = r['value']
     rows = {key: v for key, v in cells.items() if key[0] != 'train'}
-    lines = head('mode', '', 'B', 'T', *ratios) + [
-        "| " + " | ".join(map(str, key)) + " | " + " | ".join(f"{v[k]:.3f}" for k in ratios) + " |" for key, v in
-        rows.items()]
+    lines = head('mode', '', 'B', 'T', *ratios) + ["| " + " | ".join(map(str, key)) + " | " + " | ".join(
+        f"{v[k]:.3f}" for k in ratios) + " |" for key, v in rows.items()]
     off = [f"{m} {how} B={B} T={T} ({v['folded_rms/none']:.3f})" for (m, how, B, T), v in rows.items()
            if abs(v['folded_rms/none'] - 1) > 0.01]
     c = record['config']

@@ -19,14 +19,14 @@ from configurator import UserError, run_main  # noqa: E402
 from report import best_rates, load_runs  # noqa: E402
 from runtime import REPO  # noqa: E402
 
-VARIANTS = {  # name -> overrides of config/taper.py (Internal-Taper, LayerNorm)
+VARIANTS = {  # name -> overrides of config/taper.py; the main job calibrates at 400 (20%), as it was measured
     'layernorm': dict(taper='off'),
     'rmsnorm': dict(norm='rmsnorm', taper='off'),
-    'taper_ln': dict(),
-    'taper_rms': dict(norm='rmsnorm'),
-    'all_taper_anchor': dict(taper='all', anchor_lambda=0.1),
-    'all_taper': dict(taper='all'),                          # no final norm and no anchor: logit chasing?
-    'none_anchor': dict(norm='none', taper='off', anchor_lambda=0.1),
+    'taper_ln': dict(taper_start=400),
+    'taper_rms': dict(norm='rmsnorm', taper_start=400),
+    'all_taper_anchor': dict(taper='all', anchor_lambda=0.1, taper_start=400),
+    'all_taper': dict(taper='all', taper_start=400),         # no final norm and no anchor: logit chasing?
+    'none_anchor': dict(norm='none', taper='off', anchor_lambda=0.1, taper_start=400),
     'none': dict(norm='none', taper='off'),
     **{f'taper_ln_start{k}': dict(taper_start=k, taper_end=1000) for k in (100, 200, 600)},  # 100: the warmup's end
 }
@@ -39,9 +39,9 @@ FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts fro
     'finetune_taper_start200': dict(taper_start=200, taper_end=500),  # the gate's defaults: the config's is earlier
     'finetune_fakeln_start200': dict(removal='fakeln', taper_start=200, taper_end=500),
 }
-WIDTHS = (64, 128, 256)  # the size series: 8 layers (the paper's depth), heads 32 wide
-VARIANTS.update({f'{v}-8x{w}': dict(VARIANTS[v], n_layer=8, n_embd=w, n_head=w // 32)
-                 for v in ('layernorm', 'taper_ln') for w in WIDTHS})
+WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: the old default, 20% (METHOD.md §4)
+VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
+                 (('layernorm', dict(taper='off')), ('taper_ln', {}), ('taper_ln_start400', dict(taper_start=400)))})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 REMOVALS = tuple(FINETUNES)[:5]
 SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln'))

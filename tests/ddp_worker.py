@@ -1,7 +1,7 @@
 """
 `python train.py ...` for tests/test_ddp.py to launch with torchrun, in float64 (so that DDP and one process can
 differ only by float64 rounding), plus a window into every rank (only rank 0 writes checkpoints): right after
-calibrate(), each rank saves its c and s_tgt to $DDP_SPY_DIR/rank<RANK>.pt.
+calibrate(), each rank saves its c, s_tgt, steps so far and s_ref to $DDP_SPY_DIR/rank<RANK>.pt.
 """
 import os
 import sys
@@ -17,7 +17,8 @@ calibrate = GPT.calibrate
 
 def calibrate_and_save(model):
     calibrate(model)
-    torch.save(dict(c=[m.c.clone() for m in model.taper_norms()], s_tgt=model.s_tgt.clone()),
+    torch.save(dict(c=[m.c.clone() for m in model.taper_norms()], s_tgt=model.s_tgt.clone(),
+                    steps=int(model.ema_steps), s_ref=model.s_ref.clone()),
                os.path.join(os.environ['DDP_SPY_DIR'], f"rank{os.environ['RANK']}.pt"))
 
 

@@ -59,6 +59,27 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
     assert sa['best_val_loss'] == sb['best_val_loss']
 
 
+def test_a_run_that_finds_its_calibration_point_resumes_exactly(shakespeare_slice, tmp_path, monkeypatch):
+    """The automatic point's state (the EMA of s, and its value a window ago) is in the checkpoint: a run stopped
+    before its point, resumed, calibrates after the same step and computes the same weights."""
+    auto = dict(taper_start=None, taper_end=None, level_window=2, level_growth=10.0, max_iters=12, lr_decay_iters=12)
+    train_module.train(tiny_run(shakespeare_slice, tmp_path / 'whole', **auto))
+    stop_training_at(monkeypatch, 3, RuntimeError("the machine went down"))  # the checkpoint at 2 is before it
+    with pytest.raises(RuntimeError, match='went down'):
+        train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', **auto))
+    monkeypatch.undo()
+    train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', init_from='resume', **auto))
+    # warmup_iters=2: windows end after steps 2 (the first: nothing to compare) and 4, half-way would be 6
+    assert log_records(tmp_path / 'whole', 'calibrate') == [dict(kind='calibrate', taper_start=3, taper_end=6)]
+    assert log_records(tmp_path / 'split', 'calibrate')[-1] == dict(kind='calibrate', taper_start=3, taper_end=6)
+    sa, sb = (load_checkpoint(tmp_path / run / 'ckpt.pt') for run in ('whole', 'split'))
+    assert sa['config']['taper_start'] == sb['config']['taper_start'] == 3
+    resumed = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path / "whole"}', '--taper_start=None')
+    assert_one_error_line(resumed, 'taper_start=None', 'has taper_start=3')  # it found its point: its schedule now
+    for key, tensor in sa['model'].items():
+        assert torch.equal(tensor, sb['model'][key]), key
+
+
 def test_a_fresh_run_starts_its_own_log(shakespeare_slice, tmp_path):
     train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4))
     train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4, seed=7))
@@ -81,7 +102,7 @@ def test_resume_takes_the_runs_own_config_as_its_base(shakespeare_slice, tmp_pat
     same = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'n_layer': 2})
     assert same['n_layer'] == 2                                         # restating the model's shape is fine
     assert_one_error_line(cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', '--n_layer=6'),
-                          'n_layer=6', 'started with n_layer=2', 'keeps its model')
+                          'n_layer=6', 'has n_layer=2', 'keeps its model')
 
 
 def test_ctrl_c_says_how_to_resume(shakespeare_slice, tmp_path, monkeypatch, capsys):

@@ -60,3 +60,23 @@ def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
     with open(tmp_path / 'out' / 'log.jsonl') as f:
         kinds = [json.loads(line)['kind'] for line in f]
     assert kinds.count('header') == 1 and kinds.count('train') == cfg.max_iters
+
+
+def test_the_ranks_find_the_same_calibration_point(tmp_path):
+    """The automatic point (METHOD.md §4) reads the EMA of s, all-reduced like every calibration statistic: each rank
+    calibrates after the same step, at a window's end (s levelled off, here by a loose threshold), not half-way."""
+    synthetic_dataset(tmp_path / 'synth', 64, 5000)
+    args = [f'--data_root={tmp_path}', '--dataset=synth', f'--out_dir={tmp_path / "out"}', '--device=cpu',
+            '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
+            f'--gradient_accumulation_steps={WORLD}', '--max_iters=12', '--decay_lr=False', '--taper=internal',
+            '--level_window=2', '--level_growth=10', '--eval_interval=12', '--eval_iters=1']
+    env = dict(os.environ, PYTHONPATH=REPO, DDP_SPY_DIR=str(tmp_path), OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={WORLD}',
+                        os.path.join(REPO, 'tests', 'ddp_worker.py'), *args],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    seen = [torch.load(tmp_path / f'rank{rank}.pt') for rank in range(WORLD)]
+    assert [s['steps'] for s in seen] == [4] * WORLD                      # windows end at 2 (the first) and 4
+    assert all(torch.equal(seen[0]['s_ref'], s['s_ref']) for s in seen) and seen[0]['s_ref'] > 0
+    ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
+    assert (ckpt['config']['taper_start'], ckpt['config']['taper_end']) == (3, 6)  # 3 + round(0.375 * 9)

@@ -156,7 +156,7 @@ def test_cli_writes_a_folded_checkpoint(tmp_path, capsys, with_val):
 
 
 def test_cli_refusals(tmp_path, capsys):
-    with pytest.raises(UserError, match=r"gate is 0\.3.*iteration 400.*1000"):
+    with pytest.raises(UserError, match=r"gate is 0\.3.*iteration 400.*--init_from=resume"):
         fold_main(FoldConfig(ckpt=save(tapered_model(gate=0.3), tmp_path / 'open.pt', tmp_path, iter_num=400)))
     torch.save({'model': {}}, tmp_path / 'other.pt')
     with pytest.raises(UserError, match='not a nanotaper checkpoint'):

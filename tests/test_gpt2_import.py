@@ -1,5 +1,5 @@
 """
-GPT.from_pretrained against the reference itself: a tiny random GPT-2 built with `transformers` (random gains and
+checkpoint.load_gpt2 against the reference itself: a tiny random GPT-2 built with `transformers` (random gains and
 biases too), saved locally, loaded through each local path, must give transformers' logits (float64) and the same
 greedy tokens, with LayerNorm and with TaperNorm at g = 1. No network: the Hub path is the same code as the
 directory path (GPT2LMHeadModel.from_pretrained with a name instead of a folder).
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from checkpoint import load_checkpoint
-from configurator import parse_config
+from checkpoint import load_checkpoint, load_gpt2
+from configurator import UserError, parse_config
 from model import GPT
 from train import TrainConfig, get_batch, train
 
@@ -45,7 +45,7 @@ def reference(tmp_path_factory):
 
 
 def load(path, **override):
-    return GPT.from_pretrained('gpt2', override, local_path=str(path)).double().eval()
+    return load_gpt2('gpt2', override, local_path=str(path)).double().eval()
 
 
 def full_logits(model, idx):
@@ -93,14 +93,14 @@ def test_gpt2s_own_tanh_gelu_is_loaded_as_such(tmp_path_factory):
 
 def test_refuses_what_gpt2_weights_cannot_be(reference):
     _, path = reference
-    with pytest.raises(ValueError, match='layernorm'):
+    with pytest.raises(UserError, match='layernorm'):
         load(path, norm='rmsnorm')
-    with pytest.raises(ValueError, match='n_layer'):
+    with pytest.raises(UserError, match='n_layer'):
         load(path, n_layer=4)
-    with pytest.raises(ValueError, match='gpt2-small'):
-        GPT.from_pretrained('gpt2-small', local_path=str(path))
-    with pytest.raises(FileNotFoundError, match='no GPT-2 weights'):
-        GPT.from_pretrained('gpt2', local_path=str(path / 'missing.safetensors'))
+    with pytest.raises(UserError, match='gpt2-small'):
+        load_gpt2('gpt2-small', local_path=str(path))
+    with pytest.raises(UserError, match='no GPT-2 weights'):
+        load_gpt2('gpt2', local_path=str(path / 'missing.safetensors'))
 
 
 def test_train_fine_tunes_a_local_gpt2(reference, tmp_path):

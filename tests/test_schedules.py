@@ -4,7 +4,7 @@ import math
 import pytest
 
 from configurator import UserError, parse_config
-from train import TrainConfig, get_gate, get_lr
+from train import TrainConfig, calibration_due, get_gate, get_lr
 
 
 def test_gate_is_one_through_taper_start_then_a_half_cosine_to_zero():
@@ -53,17 +53,36 @@ def test_eval_only_still_needs_an_ordered_schedule_but_not_one_inside_max_iters(
     assert (cfg.taper_start, cfg.taper_end) == (500, 1250)
 
 
-@pytest.mark.parametrize('args,expected', [
-    (['--max_iters=2000', '--warmup_iters=100', '--lr_decay_iters=2000'], (400, 1000)),   # 20% and 50% of the run
-    (['--max_iters=1000', '--warmup_iters=300', '--lr_decay_iters=1000'], (300, 600)),    # not inside the warmup
-    (['--max_iters=200', '--warmup_iters=100', '--lr_decay_iters=200'], (100, 160)),      # the taper: 30% of the run
-    (['--max_iters=200', '--warmup_iters=180', '--lr_decay_iters=200'], (180, 200)),      # ... at most to the end
-    (['--max_iters=120', '--warmup_iters=2000', '--decay_lr=False'], (24, 60)),           # no warmup without decay
-    (['--max_iters=2000', '--taper_start=100'], (100, 700)),                              # each default on its own
-])
-def test_the_schedule_defaults_scale_with_the_run(args, expected):
-    cfg = parse_config(TrainConfig, ['--taper=internal'] + args)
-    assert (cfg.taper_start, cfg.taper_end) == expected
+@pytest.mark.parametrize('start,expected_end', [(400, 1000), (100, 812), (1999, 2000), (1990, 1994)])
+def test_a_set_taper_start_tapers_over_three_eighths_of_what_is_left(start, expected_end):
+    """400 -> 1000 of 2000: the main job's schedule; 1999: the taper takes the one step that is left."""
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', f'--taper_start={start}'])
+    assert (cfg.taper_start, cfg.taper_end) == (start, expected_end)
+
+
+def test_left_out_the_calibration_point_is_found_during_the_run():
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=100'])
+    assert (cfg.taper_start, cfg.taper_end, cfg.level_window, cfg.level_growth) == (None, None, 100, 0.05)
+    with pytest.raises(UserError, match='neither'):  # an end needs its start
+        parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--taper_end=1000'])
+    with pytest.raises(UserError, match='warmup_iters=3000'):  # it never calibrates inside the warmup
+        parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=3000'])
+    parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=3000', '--decay_lr=False'])
+
+
+def test_calibration_is_due_once_s_levels_off_never_in_the_warmup_and_at_the_latest_half_way():
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=300'])
+    assert not calibration_due(200, cfg, growth=0.0)               # level, but inside the warmup
+    assert calibration_due(300, cfg, growth=0.0)                   # level, the warmup over
+    assert calibration_due(600, cfg, growth=0.049)                 # grew by less than 5% over the window
+    assert not calibration_due(600, cfg, growth=0.051)             # still growing
+    assert not calibration_due(650, cfg)                           # inside a window: not asked about s
+    assert not calibration_due(999, cfg, growth=float('inf'))      # the first window of all: nothing to compare
+    assert calibration_due(1000, cfg) and calibration_due(1000, cfg, growth=1.0)  # half-way: at the latest
+    late = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=1500'])
+    assert not calibration_due(1000, late) and calibration_due(1500, late)  # ... but never inside the warmup
+    flat = parse_config(TrainConfig, ['--taper=internal', '--warmup_iters=1500', '--decay_lr=False'])
+    assert calibration_due(100, flat, growth=0.0)                  # a constant lr has no warmup
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():

@@ -20,8 +20,7 @@ PREPARE_ON_DEMAND = True  # small: train.py runs prepare() itself when a file is
 
 def prepare(src=None, out_dir=HERE):
     text = read_text(src, out_dir)
-    n = len(text)
-    enc = gpt2_encoding()
+    n, enc = len(text), gpt2_encoding()
     for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
         ids = np.array(enc.encode_ordinary(part), dtype=np.uint16)  # encode_ordinary: '<|endoftext|>' is text
         ids.tofile(temporary(out_dir, f'{split}.bin'))

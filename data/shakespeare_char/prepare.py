@@ -52,9 +52,8 @@ def prepare(src=None, out_dir=HERE):
         ids = np.array([stoi[c] for c in part], dtype=np.uint16)
         ids.tofile(temporary(out_dir, f'{split}.bin'))
         print(f"{split}: {len(ids):,} tokens")
-    meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}
     with open(temporary(out_dir, 'meta.pkl'), 'wb') as f:
-        pickle.dump(meta, f)
+        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
     publish(out_dir, OUTPUTS)
     print(f"{n:,} characters, vocabulary of {len(chars)}, written to {out_dir}")
 
