@@ -1,7 +1,6 @@
 """
-Everything in the README's results comes from the runs' logs, archived in results/logs (so a clone can remake it):
-results/runs.csv (one row per run finished or diverged), the tables (results/results.md; README.md between its
-report markers) and the plots. Needs matplotlib.
+Everything in the README's results comes from the runs' logs, archived in results/logs (a clone can remake it):
+results/runs.csv (a row per run finished or diverged), results.md, the README's report sections, the plots (matplotlib).
 $ python experiments/report.py                                   # out-sweep/*/log.jsonl -> results/, README.md
 $ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table
 """
@@ -179,13 +178,14 @@ def tables(runs):
                          lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}")
                   for v in 'layernorm taper_ln all_taper_anchor all_taper none_anchor none'.split() if v in best]
     if 'taper_ln' in best:
-        lines += ["", f"When to calibrate: taper_ln at its best rate ({best['taper_ln']:g}), taper_start moved "
-                  "(taper_end stays at 1000 of 2000), paired with the default; the largest pre-logit scale s seen "
-                  "shows a run that ran away:", ""]
+        lines += ["", f"When to calibrate: taper_ln at its best rate ({best['taper_ln']:g}), calibrating at 400, "
+                  "against itself calibrating elsewhere (taper_end stays at 1000 of 2000; _auto: where s levelled "
+                  "off, taper_end 37.5% of the rest later); the largest pre-logit scale s seen shows a runaway:", ""]
         lines += head(*VS, 'vs taper_ln (paired)', '95% CI', 'relative', 'taper_start', 'largest s')
-        lines += [vs_row(runs, best, v, 'taper_ln', lambda rs: str(rs[0]['taper_start']),
-                         lambda rs: f"{max(r['largest_s'] for r in rs):.1f}")
-                  for v in ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600') if v in best]
+        lines += [vs_row(runs, best, v, 'taper_ln', lambda rs: '/'.join(sorted({str(r['taper_start']) for r in rs})),
+                         lambda rs: f"{max(r['largest_s'] for r in rs):.1f}") for v in
+                  ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600', 'taper_ln_start_auto')
+                  if v in best]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -236,9 +236,8 @@ def size_tables(runs):
 
 
 def bench_table(record):
-    """bench.py's JSON record as a table of tokens/s ratios per cell (the paper's RMSNorm rows first, then
-    LayerNorm's, then the control), with the device, shape and estimator, the control's spread and the training
-    step's cost."""
+    """bench.py's JSON record as a table of tokens/s ratios per cell (the paper's RMSNorm rows first, then LayerNorm's,
+    then the control), with the device, shape and estimator, the control's spread and the training step's cost."""
     ratios = ('folded_rms/rmsnorm', 'taper_rms/rmsnorm', 'folded_ln/layernorm', 'taper_ln/layernorm', 'folded_rms/none')
     cells = defaultdict(dict)
     for r in record['ratios']:

@@ -29,6 +29,7 @@ VARIANTS = {  # name -> overrides of config/taper.py; the main job calibrates at
     'none_anchor': dict(norm='none', taper='off', anchor_lambda=0.1, taper_start=400),
     'none': dict(norm='none', taper='off'),
     **{f'taper_ln_start{k}': dict(taper_start=k, taper_end=1000) for k in (100, 200, 600)},  # 100: the warmup's end
+    'taper_ln_start_auto': dict(),                           # the default: once s levels off (METHOD.md §4)
 }
 FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts from layernorm's model of the same seed
     'finetune_layernorm': dict(taper='off'),                 # nothing removed: what fine-tuning alone does
@@ -49,7 +50,7 @@ TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
-           'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 2),
+           'schedule': (('taper_ln_start_auto', 'taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6),
            'finetune_schedule': (('finetune_taper_start200', 'finetune_fakeln_start200'), 6)}
 STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
