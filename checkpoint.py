@@ -1,8 +1,7 @@
 """
 Checkpoints hold tensors and plain dicts only, so torch.load(weights_only=True) reads them and no code runs on load.
 Each is written to a temporary file and renamed: a crash leaves the last good one whole. load_checkpoint is the one
-reader (train.py's resume, fold.py, sample.py): whatever is wrong with a file, it says so in one line.
-load_gpt2 reads OpenAI's GPT-2 weights (through `transformers`) into our GPT, for a fine-tune to start from.
+reader (resume, fold.py, sample.py; load_gpt2 reads GPT-2's weights): whatever is wrong, it says so in one line.
 """
 import os
 import re

@@ -306,6 +306,7 @@ class GPT(nn.Module):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
         model = cls(GPTConfig(**ckpt['model_args']))
         missing, unexpected = model.load_state_dict(ckpt['model'], strict=False)
+        missing = [k for k in missing if k != 's_ref']  # a checkpoint from before the automatic point (§4): 0 then
         if missing or unexpected:
             raise ValueError(f"its weights do not fit its model_args: missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}")

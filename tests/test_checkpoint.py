@@ -219,6 +219,18 @@ def test_the_loader_names_the_file_and_what_is_wrong(tmp_path):
             assert word in message, (name, message)
 
 
+def test_a_checkpoint_from_before_the_automatic_calibration_point_still_loads(tmp_path):
+    """It lacks s_ref, the EMA of s a window ago (0 until a window has ended), and only that: it loads with s_ref 0."""
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8, taper='internal'))
+    state = {k: v for k, v in model.state_dict().items() if k != 's_ref'}
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=state, config={}), tmp_path / 'old.pt')
+    assert load_model(tmp_path / 'old.pt')[0].s_ref.item() == 0
+    del state['s_ema']                                                # anything else missing is still refused
+    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=state, config={}), tmp_path / 'older.pt')
+    with pytest.raises(UserError, match='s_ema'):
+        load_model(tmp_path / 'older.pt')
+
+
 @pytest.mark.parametrize('buffer', ['transformer.h.0.ln_1.c', 'transformer.h.0.ln_2.ema', 'transformer.ln_f.c',
                                     's_tgt', 's_ema'])
 def test_the_loader_refuses_run_state_that_is_not_finite(tmp_path, buffer):
