@@ -9,10 +9,9 @@ Modes: 'last' the logits of the last position after one forward over a prompt (t
 'decode' KV-cached greedy decoding (v2), 'train' one training step (forward, backward, AdamW).
 $ python bench.py                  # the paper's benchmark model (random weights: time depends on the shape alone)
 $ python bench.py --vocab_size=50304 --n_embd=384 --n_head=6   # GPT-2's vocabulary instead: the output layer dominates
-$ python bench.py --compile        # eager, then torch.compile
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
-time is the minimum over the repeats: noise only ever adds time, so the minimum is the steadiest estimate of what
-the code costs. Ratios are of those minima. The last line printed is one JSON record holding every figure.
+time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs), a
+ratio one of minima; --compile adds compiled cells. The last line printed is one JSON record holding every figure.
 """
 import json
 import time
@@ -141,14 +140,20 @@ def make_step(mode, model, B, T, cfg, device, ctx):
 
 
 def clock(step, n, device):
-    """Seconds per call, over n calls; on CUDA the queue is drained before the clock starts and before it stops."""
-    sync = torch.cuda.synchronize if device.startswith('cuda') else lambda: None
-    sync()
-    t0 = time.perf_counter()
+    """Seconds per call, over n calls; on CUDA, events around the queued work (no host-side guesswork)."""
+    if not device.startswith('cuda'):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        return (time.perf_counter() - t0) / n
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
     for _ in range(n):
         step()
-    sync()
-    return (time.perf_counter() - t0) / n
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1000 / n
 
 
 def time_cell(steps, cfg, device):

@@ -89,15 +89,13 @@ def load_gpt2(model_type, override_args=None, local_path=None):
     try:
         if local_path is not None and os.path.isfile(local_path):  # one weights file, its config beside it
             hf_cfg = GPT2Config.from_pretrained(os.path.dirname(local_path) or '.')
-            if local_path.endswith('.safetensors'):
-                from safetensors.torch import load_file
-                sd = load_file(local_path)
-            else:
-                sd = torch.load(local_path, map_location='cpu', weights_only=True)
+            from safetensors.torch import load_file  # (transformers brings safetensors)
+            sd = (load_file(local_path) if local_path.endswith('.safetensors') else
+                  torch.load(local_path, map_location='cpu', weights_only=True))
         else:  # the Hub, or a save_pretrained folder
             hf = GPT2LMHeadModel.from_pretrained(local_path or model_type)
             sd, hf_cfg = hf.state_dict(), hf.config
-    except OSError as e:  # offline, most often
+    except Exception as e:  # offline, most often; else a file that is not GPT-2's weights
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # its first line, not its advice and links
         raise UserError(f"could not load {model_type!r} through transformers ({why}); offline, give --init_path: a "
                         f"save_pretrained folder of {model_type}, or its model.safetensors with config.json beside it")
@@ -115,7 +113,7 @@ def load_gpt2(model_type, override_args=None, local_path=None):
     sd = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in sd.items()
           if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
     head = sd.pop('lm_head.weight', None)
-    if head is not None and not torch.equal(head, sd['transformer.wte.weight']):
+    if head is not None and not torch.equal(head, sd.get('transformer.wte.weight', head)):  # (none: load_weights says)
         raise UserError("the checkpoint's lm_head is not tied to wte, as this GPT's is")
     # GPT-2's Conv1D stores W as (in, out); nn.Linear wants (out, in)
     conv1d = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')

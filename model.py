@@ -2,7 +2,7 @@
 The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
 
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
-runs: the training loop drives it through three calls,
+runs: the training loop drives it through three calls (and asks s_growth() when to calibrate, §4),
     set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
     update_calibration()  once per optimizer step: every collecting norm's EMAs, and c <- c*, gamma_t <- gamma (§3)
     calibrate()           at taper_start: collecting stops (FakeLN: at each norm's removal), s_tgt frozen (§6)

@@ -99,7 +99,7 @@ def validate(cfg):
     gptconf = model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
     start, end, warmup = cfg.taper_start, cfg.taper_end, cfg.warmup_iters if cfg.decay_lr else 0
     # eval_only reads the gate at one iteration, so only there may the schedule reach past max_iters
-    schedule_ok = end is None and warmup <= cfg.max_iters if start is None else (
+    schedule_ok = end is None and (warmup <= cfg.max_iters or cfg.eval_only) if start is None else (
         0 <= start < end and (end <= cfg.max_iters or cfg.eval_only))
     for bad, why in [
             (cfg.max_iters < 0 or cfg.warmup_iters < 0, "max_iters and warmup_iters must be >= 0"),
@@ -138,7 +138,7 @@ def saved_config(values):
         return {}
     path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
-    for key in MODEL_KEYS + ('taper_start', 'taper_end'):  # the model, and the schedule its state follows
+    for key in MODEL_KEYS + ('taper_start', 'taper_end', 'level_window', 'level_growth'):  # and the schedule
         if key in values and key in saved and values[key] != saved[key]:
             raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} has {key}="
                             f"{saved[key]!r}: a resumed run keeps its model and schedule; resume with only --init_from="
@@ -174,12 +174,12 @@ def get_gate(it, taper_start, taper_end, removals=0):
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # exactly 1 and 0 at the ends: cos(pi) is -1.0 in floats
 
 
-def calibration_due(steps, cfg, growth=None):
-    """The automatic calibration point (METHOD.md §4), asked after each step while taper_start is None: never in the
-    lr warmup; then at the end of the first level_window steps in which the EMA of s grew by less than level_growth
-    (growth: by how much, given at each window's end), or at the latest half-way: before s levels off is too early."""
-    warmed_up = steps >= (cfg.warmup_iters if cfg.decay_lr else 0)
-    return warmed_up and (steps >= cfg.max_iters // 2 or (growth is not None and growth < cfg.level_growth))
+def calibration_due(steps, cfg, growth=math.inf):
+    """The automatic calibration point (METHOD.md §4), asked after each step while taper_start is None: at the end of
+    the first window of level_window steps, all after the lr warmup, in which the EMA of s grew by less than
+    level_growth (growth: by how much, given at each window's end), else half-way (not before the warmup's end)."""
+    warm = cfg.warmup_iters if cfg.decay_lr else 0
+    return steps >= max(warm, cfg.max_iters // 2) or (steps >= warm + cfg.level_window and growth < cfg.level_growth)
 
 
 def step_seed(seed, rank, it):
@@ -239,8 +239,7 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
     model.eval()
     out = {}
     for split in ('train', 'val'):
-        gen = torch.Generator().manual_seed(cfg.seed)
-        losses = torch.zeros(cfg.eval_iters)
+        gen, losses = torch.Generator().manual_seed(cfg.seed), torch.zeros(cfg.eval_iters)  # the same batches each time
         for k in range(cfg.eval_iters):
             X, Y = get_batch(data_dir, split, cfg.batch_size, cfg.block_size, gen, device)
             with ctx:
@@ -443,7 +442,7 @@ def train(cfg):
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
             raw_model.update_calibration()          # this step's statistics into the EMAs; c <- c*, gamma_t <- gamma
             if cfg.taper_start is None and gptconf.calibrates:  # the automatic calibration point (§4)
-                growth = raw_model.s_growth() if (iter_num + 1) % cfg.level_window == 0 else None  # syncs the device
+                growth = raw_model.s_growth() if (iter_num + 1) % cfg.level_window == 0 else math.inf  # a device sync
                 if calibration_due(iter_num + 1, cfg, growth):
                     cfg = replace(cfg, taper_start=iter_num, taper_end=None)  # taper_end: the default after it
                     if master:

@@ -24,6 +24,7 @@ REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'f
 HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
                 ('finetune_taper_start200', 'finetune_taper'), ('finetune_fakeln_start200', 'finetune_fakeln'))
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
+SIZES = ('layernorm', 'taper_ln_start400', 'taper_ln')  # the size series; _start400 calibrates at 400 (METHOD.md §4)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
@@ -162,8 +163,7 @@ def provenance(runs):
 def tables(runs):
     """The main job's (tuning, tables): the tapered models against their baselines, the final norm, the
     calibration point."""
-    runs = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
-    best = best_rates(runs)
+    best = best_rates(runs := [r for r in runs if not r['source'] and '-8x' not in r['variant']])  # the main job's
     tuning = lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best, "Training while the norms taper")
     lines = ["Each variant at its own best learning rate (results/results.md: every rate tried); the tapered model "
              "against its baseline, paired by seed (same initial weights and batches), with a 95% confidence interval "
@@ -207,16 +207,17 @@ def finetune_tables(runs):
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
               for v in ('finetune_layernorm',) + REMOVALS if v in best]
-    lines += ["", "Head to head, paired by seed (a _start200 run calibrates at the gate's defaults, 200 and 500):", ""]
+    lines += ["", "Head to head, paired by seed (a _start200 run calibrates as the main job, 200 and 500):", ""]
     lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
     lines += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
-def size_series(runs):  # (its runs, their best rates, the widths begun, the widths where both variants have run)
+def size_series(runs):  # (its runs, their best rates, the widths begun, the widths where layernorm and a taper ran)
     runs = [r for r in runs if '-8x' in r['variant']]
     best, widths = best_rates(runs), sorted({r['n_embd'] for r in runs})
-    return runs, best, widths, [w for w in widths if {f'layernorm-8x{w}', f'taper_ln-8x{w}'} <= best.keys()]
+    both = [w for w in widths if f'layernorm-8x{w}' in best and {f'{v}-8x{w}' for v in SIZES[1:]} & best.keys()]
+    return runs, best, widths, both
 
 
 def size_tables(runs):
@@ -224,14 +225,14 @@ def size_tables(runs):
     runs, best, widths, both = size_series(runs)
     if not both:
         return '', ''
-    tuning = lr_table(runs, [f'{v}-8x{w}' for w in widths for v in ('layernorm', 'taper_ln')], best, "The size series")
+    tuning = lr_table(runs, [f'{v}-8x{w}' for w in widths for v in SIZES], best, "The size series")
     lines = ["Each at its own best rate (results/results.md: every rate tried); taper_ln against layernorm of the "
              "same size, paired by seed, with a 95% interval; the parameter count and the largest pre-logit scale s "
              "any run reached:", ""]
     lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative cost', 'parameters', 'largest s')
     lines += [vs_row(runs, best, f'{v}-8x{w}', f'layernorm-8x{w}', lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
                      lambda rs: f"{max(r['largest_s'] for r in rs):.1f}")
-              for w in both for v in ('layernorm', 'taper_ln')]
+              for w in both for v in SIZES if f'{v}-8x{w}' in best]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -294,13 +295,14 @@ def plot(runs, out, plt):
         axes[1].set(xlabel='iteration', ylabel='mean logit norm')
         fig.suptitle(f'The final norm anchors the pre-logit scale (lr {lr:g})')
         save(fig, axes[1], os.path.join(out, 'scale.png'))
-    (size, best, _, both), rel = size_series(runs), []  # rel: (parameters, relative cost %, its 95% half-width)
-    for w in both:
-        if d := paired(size, f'taper_ln-8x{w}', f'layernorm-8x{w}', best[f'taper_ln-8x{w}'], best[f'layernorm-8x{w}']):
-            rel.append((next(r['params'] for r in size if r['n_embd'] == w), 100 * d[1] / d[3], 100 * d[2] / d[3]))
-    if rel:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.errorbar(*zip(*rel), marker='o', capsize=4, label='taper_ln vs layernorm, 8 layers (95% interval)')
+    (size, best, _, both), fig = size_series(runs), None
+    for v in SIZES[1:]:  # rel: (parameters, relative cost %, its 95% half-width) of v against layernorm, per width
+        rel = [(next(r['params'] for r in size if r['n_embd'] == w), 100 * d[1] / d[3], 100 * d[2] / d[3]) for w in both
+               if (d := paired(size, (a := f'{v}-8x{w}'), (b := f'layernorm-8x{w}'), best.get(a), best[b]))]
+        if rel:
+            fig, ax = (fig, ax) if fig else plt.subplots(figsize=(7, 4.5))
+            ax.errorbar(*zip(*rel), marker='o', capsize=4, label=f'{v} vs layernorm, 8 layers (95% interval)')
+    if fig:
         ax.axhspan(0.7, 1.8, color='tab:orange', alpha=0.2, label="the paper's 0.7-1.8% (TinyStories, 1M-30M)")
         ax.axhline(0, color='k', lw=0.8)
         ax.set(xscale='log', xlabel='parameters', ylabel='relative cost in final val loss (%)',

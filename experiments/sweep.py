@@ -37,7 +37,7 @@ FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts fro
     'finetune_fakeln': dict(removal='fakeln'),               # FakeLN on ln_1 and ln_2
     'finetune_all_taper_anchor': dict(taper='all', anchor_lambda=0.1),
     'finetune_fakeln_all': dict(taper='all', removal='fakeln'),  # as its authors run it: no auxiliary loss
-    'finetune_taper_start200': dict(taper_start=200, taper_end=500),  # the gate's defaults: the config's is earlier
+    'finetune_taper_start200': dict(taper_start=200, taper_end=500),  # as the main job: the config's is earlier
     'finetune_fakeln_start200': dict(removal='fakeln', taper_start=200, taper_end=500),
 }
 WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: the old default, 20% (METHOD.md §4)
@@ -45,7 +45,7 @@ VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 
                  (('layernorm', dict(taper='off')), ('taper_ln', {}), ('taper_ln_start400', dict(taper_start=400)))})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 REMOVALS = tuple(FINETUNES)[:5]
-SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln'))
+SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln', 'taper_ln_start400'))
 TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
@@ -102,8 +102,7 @@ def command(cfg, variant, lr, seed, finished, source=None):
     config = 'finetune_taper.py' if variant in FINETUNES else 'taper.py'
     argv = [sys.executable, os.path.join(REPO, 'train.py'), os.path.join(REPO, 'config', config),
             f'--out_dir={os.path.abspath(out_dir)}', f'--seed={seed}', f'--learning_rate={lr:g}']
-    if source:
-        argv.append(f'--init_from={os.path.abspath(source)}/ckpt.pt')
+    argv += [f'--init_from={os.path.abspath(source)}/ckpt.pt'] if source else []
     argv += [f'--{k}={v}' for k, v in {**VARIANTS, **FINETUNES}[variant].items()] + cfg.extra.split()
     return action, argv + (['--init_from=resume'] if action == 'resume' else [])
 

@@ -103,6 +103,12 @@ def test_refuses_what_gpt2_weights_cannot_be(reference):
         load_gpt2('gpt2', local_path=str(path / 'missing.safetensors'))
 
 
+def test_the_run_chooses_how_gpt2s_norms_go(reference):
+    """removal and the anchor are the run's, not the weights': FakeLN on GPT-2 builds FakeLN norms."""
+    model = load(reference[1], taper='internal', removal='fakeln', anchor_lambda=0.1)
+    assert {type(m).__name__ for m in model.taper_norms()} == {'FakeLN'} and model.config.anchor_lambda == 0.1
+
+
 def test_train_fine_tunes_a_local_gpt2(reference, tmp_path):
     """config/finetune_gpt2_taper.py, shrunk: train.py starts from the GPT-2 weights, tapers, checkpoints."""
     hf, path = reference

@@ -4,6 +4,7 @@ import math
 import pytest
 
 from configurator import UserError, parse_config
+from model import GPT, GPTConfig
 from train import TrainConfig, calibration_due, get_gate, get_lr
 
 
@@ -53,7 +54,7 @@ def test_eval_only_still_needs_an_ordered_schedule_but_not_one_inside_max_iters(
     assert (cfg.taper_start, cfg.taper_end) == (500, 1250)
 
 
-@pytest.mark.parametrize('start,expected_end', [(400, 1000), (100, 812), (1999, 2000), (1990, 1994)])
+@pytest.mark.parametrize('start,expected_end', [(400, 1000), (200, 875), (1999, 2000), (1990, 1994)])
 def test_a_set_taper_start_tapers_over_three_eighths_of_what_is_left(start, expected_end):
     """400 -> 1000 of 2000: the main job's schedule; 1999: the taper takes the one step that is left."""
     cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', f'--taper_start={start}'])
@@ -73,16 +74,29 @@ def test_left_out_the_calibration_point_is_found_during_the_run():
 def test_calibration_is_due_once_s_levels_off_never_in_the_warmup_and_at_the_latest_half_way():
     cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=300'])
     assert not calibration_due(200, cfg, growth=0.0)               # level, but inside the warmup
-    assert calibration_due(300, cfg, growth=0.0)                   # level, the warmup over
+    assert not calibration_due(300, cfg, growth=0.0)               # ... a window that was all warmup
+    assert calibration_due(400, cfg, growth=0.0)                   # level over a whole window after it
     assert calibration_due(600, cfg, growth=0.049)                 # grew by less than 5% over the window
     assert not calibration_due(600, cfg, growth=0.051)             # still growing
-    assert not calibration_due(650, cfg)                           # inside a window: not asked about s
-    assert not calibration_due(999, cfg, growth=float('inf'))      # the first window of all: nothing to compare
+    assert not calibration_due(650, cfg)                           # between window ends: s is not read
+    assert not calibration_due(900, cfg, growth=math.inf)          # the first window of all: nothing to compare
     assert calibration_due(1000, cfg) and calibration_due(1000, cfg, growth=1.0)  # half-way: at the latest
     late = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=1500'])
     assert not calibration_due(1000, late) and calibration_due(1500, late)  # ... but never inside the warmup
     flat = parse_config(TrainConfig, ['--taper=internal', '--warmup_iters=1500', '--decay_lr=False'])
     assert calibration_due(100, flat, growth=0.0)                  # a constant lr has no warmup
+
+
+def test_s_growth_compares_the_bias_corrected_ema_of_s_with_its_value_a_window_ago():
+    """The EMA of s starts at 0: after k steps of a constant s it is s (1 - d^k), and bias-corrected exactly s."""
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8, taper='internal'))
+    d = model.config.ema_decay
+    for k, s, growth in ((100, 2.0, math.inf), (200, 2.2, 0.1), (300, 2.2, 0.0), (400, 2.09, -0.05)):
+        model.s_ema.fill_(s * (1 - d ** k))
+        model.ema_steps.fill_(k)
+        # float32 buffers: a few roundings of 2^-24 each on values near 1
+        assert model.s_growth() == (growth if math.isinf(growth) else pytest.approx(growth, abs=1e-6)), k
+        assert model.s_ref.item() == pytest.approx(s, rel=1e-6)       # the next window compares with this
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():

@@ -148,6 +148,10 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
             write_log(tmp_path / 'sweep' / f'layernorm-8x{width}-lr0.002-s{seed}', 2e-3, seed, 2.0, n_embd=width)
             write_log(tmp_path / 'sweep' / f'taper_ln-8x{width}-lr0.002-s{seed}', 2e-3, seed, 2.0 + cost * seed,
                       n_embd=width, s=5.0)
+        write_log(tmp_path / 'sweep' / f'taper_ln_start400-8x64-lr0.002-s{seed}', 2e-3, seed, 2.0 + 0.03 * seed,
+                  n_embd=64)
+    with open(tmp_path / 'sweep' / 'taper_ln-8x64-lr0.002-s1' / 'log.jsonl', 'a') as f:  # the point it found
+        f.write(json.dumps(dict(kind='calibrate', taper_start=6, taper_end=11)) + '\n')
     write_log(tmp_path / 'sweep' / 'layernorm-8x256-lr0.001-s1', 1e-3, 1, 1.9, n_embd=256)  # a width begun
     report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'), readme=''))
     text = (tmp_path / 'out' / 'results.md').read_text()
@@ -166,8 +170,10 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
     assert rows[('taper_ln-8x128', '1')]['n_embd'] == '128' and rows[('layernorm-8x64', '1')]['source'] == ''
     assert int(rows[('taper_ln-8x128', '1')]['params']) > int(rows[('taper_ln-8x64', '1')]['params'])
     assert "| taper_ln-8x64 | 0.002 | 3 | 2.0400 ± 0.0200 | +0.0400 (3 seeds) |" in text and "| +2.00% |" in text
+    assert "| taper_ln_start400-8x64 | 0.002 | 3 | 2.0600 ± 0.0300 | +0.0600 (3 seeds) |" in text  # the fixed point
+    assert (rows[('taper_ln-8x64', '1')]['taper_start'], rows[('taper_ln-8x64', '2')]['taper_start']) == ('6', '4')
     assert (tmp_path / 'out' / 'size_cost.png').read_bytes()[:4] == b'\x89PNG'
-    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 22                # every finished log, archived
+    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 25                # every finished log, archived
 
 
 def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):

@@ -61,6 +61,22 @@ def test_calibration_includes_the_step_at_taper_start(shakespeare_slice, tmp_pat
     assert seen == [4]                                                  # steps 0, 1, 2 and 3 itself
 
 
+def test_the_run_calibrates_after_the_first_window_in_which_s_grew_less_than_level_growth(shakespeare_slice,
+                                                                                         tmp_path, monkeypatch):
+    """s_growth() is read at each window's end only, and the loop keeps to the threshold (growths scripted here:
+    s_growth's own values are tested in test_schedules.py)."""
+    growths = iter([math.inf, 0.5, 0.2, 0.04, 0.0])
+    monkeypatch.setattr(GPT, 's_growth', lambda self: next(growths))
+    cfg = run_config(shakespeare_slice, tmp_path, taper='internal', max_iters=20, lr_decay_iters=20, level_window=2,
+                     eval_interval=20)
+    summary = train(cfg)
+    with open(tmp_path / 'log.jsonl') as f:
+        found = [rec for rec in map(json.loads, f) if rec['kind'] == 'calibrate']
+    assert found == [dict(kind='calibrate', taper_start=7, taper_end=12)]  # after step 7 (windows end at 2, 4, 6, 8)
+    assert next(growths) == 0.0 and summary['gate'] == 0.0                 # four windows read, no more
+    assert cfg.taper_start is None                                         # the caller's config is left as it was
+
+
 def test_weight_decay_falls_on_matrices_only():
     model = GPT(GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=24, bias=True, taper='all'))
     decay, no_decay = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups

@@ -49,8 +49,7 @@ def split(dsets, test_size, seed=2357):
 
 
 def tokenize(example, enc):
-    ids = enc.encode_ordinary(example['text'])  # ordinary: a '<|endoftext|>' inside the text is just text
-    ids.append(enc.eot_token)                   # 50256 ends every document
+    ids = enc.encode_ordinary(example['text']) + [enc.eot_token]  # '<|endoftext|>' in a text is text; 50256 ends it
     return {'ids': ids, 'len': len(ids)}
 
 
