@@ -107,7 +107,8 @@ def best_rates(runs):
 
 
 def mean_sd(values):
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
+    sd = (statistics.stdev(values) if len(values) > 1 else 0) if all(map(math.isfinite, values)) else math.nan
+    return f"{statistics.fmean(values):.4f} ± {sd:.4f}"  # nan: a run diverged
 
 
 def paired(runs, a, b, lr_a, lr_b):
@@ -115,7 +116,7 @@ def paired(runs, a, b, lr_a, lr_b):
     va = {r['seed']: r['val_loss'] for r in runs if (r['variant'], r['learning_rate']) == (a, lr_a)}
     vb = {r['seed']: r['val_loss'] for r in runs if (r['variant'], r['learning_rate']) == (b, lr_b)}
     diffs = [va[s] - vb[s] for s in sorted(va.keys() & vb.keys())]
-    if len(diffs) < 2:
+    if len(diffs) < 2 or not all(map(math.isfinite, diffs)):  # too few, or a run diverged
         return None
     half = T975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
     return len(diffs), statistics.fmean(diffs), half, statistics.fmean(vb[s] for s in va.keys() & vb.keys())
@@ -155,9 +156,8 @@ def lr_table(runs, variants, best, what):
 
 def provenance(runs):
     devices, commits = sorted({r['log']['header']['device'] for r in runs}), sorted({r['commit'] for r in runs})
-    iters = sorted({r['max_iters'] for r in runs})
-    return ["", f"{len(runs)} runs of {', '.join(map(str, iters))} iterations; commit {', '.join(commits)}; "
-                f"{', '.join(devices)}."]
+    return ["", f"{len(runs)} runs of {', '.join(sorted({str(r['max_iters']) for r in runs}))} iterations; "
+                f"commit {', '.join(commits)}; {', '.join(devices)}."]
 
 
 def tables(runs):
@@ -178,14 +178,15 @@ def tables(runs):
                          lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}")
                   for v in 'layernorm taper_ln all_taper_anchor all_taper none_anchor none'.split() if v in best]
     if 'taper_ln' in best:
+        points = ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600', 'taper_ln_start_auto')
+        at = {**best, **{v: best['taper_ln'] for v in points}}  # all at taper_ln's rate: a diverged run shows nan
         lines += ["", f"When to calibrate: taper_ln at its best rate ({best['taper_ln']:g}), calibrating at 400, "
                   "against itself calibrating elsewhere (taper_end stays at 1000 of 2000; _auto: where s levelled "
                   "off, taper_end 37.5% of the rest later); the largest pre-logit scale s seen shows a runaway:", ""]
         lines += head(*VS, 'vs taper_ln (paired)', '95% CI', 'relative', 'taper_start', 'largest s')
-        lines += [vs_row(runs, best, v, 'taper_ln', lambda rs: '/'.join(sorted({str(r['taper_start']) for r in rs})),
-                         lambda rs: f"{max(r['largest_s'] for r in rs):.1f}") for v in
-                  ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600', 'taper_ln_start_auto')
-                  if v in best]
+        lines += [vs_row(runs, at, v, 'taper_ln', lambda rs: '/'.join(sorted({str(r['taper_start']) for r in rs})),
+                         lambda rs: f"{max(r['largest_s'] for r in rs):.1f}") for v in points
+                  if any(r['variant'] == v for r in runs)]
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -331,8 +332,7 @@ def main(cfg):
         if cfg.readme:
             write_between_markers(cfg.readme, 'bench', table)
         print(table)
-    logs = os.path.join(cfg.out, 'logs')
-    archive(cfg.sweep_dir, logs)
+    archive(cfg.sweep_dir, logs := os.path.join(cfg.out, 'logs'))
     runs = load_runs(logs)
     if not runs and cfg.bench:
         return print(f"no finished runs under {cfg.sweep_dir}/ or {logs}/: wrote the speed table only")

@@ -136,6 +136,18 @@ def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_every_calibration_point_runs_at_taper_lns_rate_and_one_that_diverged_shows_as_nan(tmp_path):
+    for seed, (ln, taper, early, found) in zip((1, 2), [(1.70, 1.72, 2.1, 1.73), (1.71, 1.72, float('nan'), 1.74)]):
+        for variant, final in (('layernorm', ln), ('taper_ln', taper), ('taper_ln_start100', early),
+                               ('taper_ln_start_auto', found)):
+            write_log(tmp_path / f'{variant}-lr0.004-s{seed}', 4e-3, seed, final)
+    with open(tmp_path / 'taper_ln_start_auto-lr0.004-s2' / 'log.jsonl', 'a') as f:  # each seed finds its own point
+        f.write(json.dumps(dict(kind='calibrate', taper_start=7, taper_end=12)) + '\n')
+    text = report.tables(report.load_runs(tmp_path))[1]
+    assert "| taper_ln_start100 | 0.004 | 2 | nan ± nan |  |  |  | 4 |" in text      # not left out: it diverged
+    assert "| taper_ln_start_auto | 0.004 | 2 | 1.7350 ± 0.0071 | +0.0150 (2 seeds) |" in text and "| 4/7 |" in text
+
+
 def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the_size(tmp_path):
     pytest.importorskip('matplotlib')
     source = dict(ckpt='/x/layernorm-lr0.004-s1/ckpt.pt', iter=20)
