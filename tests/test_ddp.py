@@ -19,6 +19,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD = 2
 
 
+def torchrun(tmp_path, args):
+    """tests/ddp_worker.py under torchrun, WORLD CPU processes: what each rank saw at calibration, rank by rank."""
+    env = dict(os.environ, PYTHONPATH=REPO, DDP_SPY_DIR=str(tmp_path), OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={WORLD}',
+                        os.path.join(REPO, 'tests', 'ddp_worker.py'), *args],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return [torch.load(tmp_path / f'rank{rank}.pt') for rank in range(WORLD)]
+
+
 def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
     vocab_size = 64
     data_dir = synthetic_dataset(tmp_path / 'synth', vocab_size, 5000)
@@ -30,11 +40,7 @@ def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
             '--batch_size=2', f'--gradient_accumulation_steps={2 * WORLD}', '--max_iters=2', '--taper=all',
             '--anchor_lambda=0.1', '--taper_start=0', '--taper_end=2', '--eval_interval=2', '--eval_iters=1',
             '--decay_lr=False', '--learning_rate=1e-2', '--grad_clip=0', '--log_interval=1']
-    env = dict(os.environ, PYTHONPATH=REPO, DDP_SPY_DIR=str(tmp_path), OMP_NUM_THREADS='1')
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={WORLD}',
-                        os.path.join(REPO, 'tests', 'ddp_worker.py'), *args],
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    seen = torchrun(tmp_path, args)                                  # each rank's c, s_tgt, s_ref
 
     cfg = parse_config(TrainConfig, args)
     ref, ref_opt, grad_scale, _ = float64_reference(cfg, data_dir, vocab_size, WORLD)
@@ -48,7 +54,6 @@ def test_two_ranks_step_like_one_process_with_their_global_batch(tmp_path):
     assert int(state[order.index(id(ref.transformer.wte.weight))]['step']) == 2
 
     # every rank calibrated the same c and s_tgt: those of the global batch
-    seen = [torch.load(tmp_path / f'rank{rank}.pt') for rank in range(WORLD)]
     for rank in range(1, WORLD):
         assert all(torch.equal(a, b) for a, b in zip(seen[0]['c'], seen[rank]['c']))
         assert torch.equal(seen[0]['s_tgt'], seen[rank]['s_tgt'])
@@ -70,12 +75,7 @@ def test_the_ranks_find_the_same_calibration_point(tmp_path):
             '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
             f'--gradient_accumulation_steps={WORLD}', '--max_iters=12', '--decay_lr=False', '--taper=internal',
             '--level_window=2', '--level_growth=10', '--eval_interval=12', '--eval_iters=1']
-    env = dict(os.environ, PYTHONPATH=REPO, DDP_SPY_DIR=str(tmp_path), OMP_NUM_THREADS='1')
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={WORLD}',
-                        os.path.join(REPO, 'tests', 'ddp_worker.py'), *args],
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    seen = [torch.load(tmp_path / f'rank{rank}.pt') for rank in range(WORLD)]
+    seen = torchrun(tmp_path, args)
     assert [s['steps'] for s in seen] == [4] * WORLD                      # windows end at 2 (the first) and 4
     assert all(torch.equal(seen[0]['s_ref'], s['s_ref']) for s in seen) and seen[0]['s_ref'] > 0
     ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
