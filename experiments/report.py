@@ -227,9 +227,9 @@ def size_tables(runs):
     if not both:
         return '', ''
     tuning = lr_table(runs, [f'{v}-8x{w}' for w in widths for v in SIZES], best, "The size series")
-    lines = ["Each at its own best rate (results/results.md: every rate tried); taper_ln against layernorm of the "
-             "same size, paired by seed, with a 95% interval; the parameter count and the largest pre-logit scale s "
-             "any run reached:", ""]
+    lines = ["Each at its own best rate (results/results.md: every rate tried) against layernorm of the same size, "
+             "paired by seed, with a 95% interval (_start400 calibrates at 400, taper_ln once s levels off); the "
+             "parameter count and the largest pre-logit scale s any run reached:", ""]
     lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative cost', 'parameters', 'largest s')
     lines += [vs_row(runs, best, f'{v}-8x{w}', f'layernorm-8x{w}', lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
                      lambda rs: f"{max(r['largest_s'] for r in rs):.1f}")
@@ -304,7 +304,7 @@ def plot(runs, out, plt):
             fig, ax = (fig, ax) if fig else plt.subplots(figsize=(7, 4.5))
             ax.errorbar(*zip(*rel), marker='o', capsize=4, label=f'{v} vs layernorm, 8 layers (95% interval)')
     if fig:
-        ax.axhspan(0.7, 1.8, color='tab:orange', alpha=0.2, label="the paper's 0.7-1.8% (TinyStories, 1M-30M)")
+        ax.axhspan(0.7, 1.8, color='tab:gray', alpha=0.2, label="the paper's 0.7-1.8% (TinyStories, 1M-30M)")
         ax.axhline(0, color='k', lw=0.8)
         ax.set(xscale='log', xlabel='parameters', ylabel='relative cost in final val loss (%)',
                title='The cost of tapering as the model grows (Shakespeare characters)')
