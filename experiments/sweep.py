@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 from configurator import UserError, run_main  # noqa: E402
-from report import best_rates, load_runs  # noqa: E402
+from report import SIZES as SIZE_VARIANTS, best_rates, load_runs  # noqa: E402
 from runtime import REPO  # noqa: E402
 
 VARIANTS = {  # name -> overrides of config/taper.py; the main job calibrates at 400 (20%), as it was measured
@@ -45,7 +45,7 @@ VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 
                  (('layernorm', dict(taper='off')), ('taper_ln', {}), ('taper_ln_start400', dict(taper_start=400)))})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 REMOVALS = tuple(FINETUNES)[:5]
-SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in ('layernorm', 'taper_ln', 'taper_ln_start400'))
+SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in SIZE_VARIANTS)  # the report's variants, at each width
 TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
