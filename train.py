@@ -97,9 +97,9 @@ def validate(cfg):
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
     gpt2 = cfg.init_from.startswith('gpt2')
     gptconf = model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
-    start, end, warmup = cfg.taper_start, cfg.taper_end, cfg.warmup_iters if cfg.decay_lr else 0
-    # eval_only reads the gate at one iteration, so only there may the schedule reach past max_iters
-    schedule_ok = end is None and (warmup <= cfg.max_iters or cfg.eval_only) if start is None else (
+    start, end = cfg.taper_start, cfg.taper_end
+    # eval_only reads the gate at one iteration, so only there may the schedule (or its latest point) lie past the end
+    schedule_ok = end is None and (calibration_due(cfg.max_iters, cfg) or cfg.eval_only) if start is None else (
         0 <= start < end and (end <= cfg.max_iters or cfg.eval_only))
     for bad, why in [
             (cfg.max_iters < 0 or cfg.warmup_iters < 0, "max_iters and warmup_iters must be >= 0"),
