@@ -74,7 +74,7 @@ class TrainConfig:
     # the gate (METHOD.md §4): 1 until calibration (statistics collect, then freeze), a cosine down to 0 at taper_end
     taper_start: int | None = None       # the step that calibrates; None: once s levels off (the next two keys)
     taper_end: int | None = None         # None: taper_start + 37.5% of the iterations left after it
-    level_window: int = 100              # taper_start=None: steps per window, the first after the lr warmup
+    level_window: int = 100              # taper_start=None: compare s every this many steps
     level_growth: float = 0.05           # ... calibrate once the EMA of s grew less than this share in one window
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'

@@ -79,12 +79,12 @@ def test_calibration_is_due_once_s_levels_off_never_in_the_warmup_and_at_the_lat
     assert calibration_due(600, cfg, growth=0.049)                 # grew by less than 5% over the window
     assert not calibration_due(600, cfg, growth=0.051)             # still growing
     assert not calibration_due(650, cfg)                           # between window ends: s is not read
-    assert not calibration_due(900, cfg, growth=math.inf)          # the first window of all: nothing to compare
+    assert not calibration_due(900, cfg, growth=math.inf)          # no level window yet: not before half-way
     assert calibration_due(1000, cfg) and calibration_due(1000, cfg, growth=1.0)  # half-way: at the latest
     late = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=1500'])
     assert not calibration_due(1000, late) and calibration_due(1500, late)  # ... but never inside the warmup
     flat = parse_config(TrainConfig, ['--taper=internal', '--warmup_iters=1500', '--decay_lr=False'])
-    assert calibration_due(100, flat, growth=0.0)                  # a constant lr has no warmup
+    assert calibration_due(100, flat, growth=0.0)                  # no warmup (a run's first window: inf)
 
 
 def test_s_growth_compares_the_bias_corrected_ema_of_s_with_its_value_a_window_ago():
