@@ -25,10 +25,8 @@ class FoldConfig:
 
 
 def fold_norm_into_linear(W, b, c, gamma_t, beta=None, centre=False):
-    """
-    W (out, in), b (out,) or None, the Linear after L(h) = c * (h - centre * mu) * gamma_t + beta.
-    Returns (W', b') with h W'^T + b' = L(h) W^T + b, computed in float64 and cast back to W's dtype.
-    """
+    """W (out, in), b (out,) or None, the Linear after L(h) = c * (h - centre * mu) * gamma_t + beta.
+    Returns (W', b') with h W'^T + b' = L(h) W^T + b, computed in float64 and cast back to W's dtype."""
     W64 = W.double()
     b_new = None if b is None else b.double()
     if beta is not None:               # beta passes through the original W: b' = b + W beta

@@ -99,10 +99,11 @@ def validate(cfg):
     gptconf = model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
     start, end = cfg.taper_start, cfg.taper_end
     # eval_only reads the gate at one iteration, so only there may the schedule (or its latest point) lie past the end
-    schedule_ok = end is None and (calibration_due(cfg.max_iters, cfg) or cfg.eval_only) if start is None else (
-        0 <= start < end and (end <= cfg.max_iters or cfg.eval_only))
+    schedule_ok = (end is None and cfg.level_growth > 0 and (calibration_due(cfg.max_iters, cfg) or cfg.eval_only)
+                   if start is None else 0 <= start < end and (end <= cfg.max_iters or cfg.eval_only))
     for bad, why in [
-            (cfg.max_iters < 0 or cfg.warmup_iters < 0, "max_iters and warmup_iters must be >= 0"),
+            (min(cfg.max_iters, cfg.warmup_iters) < 0,
+             f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0"),
             (cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters,
              f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}"),
             (not 0.0 <= cfg.dropout < 1.0, f"dropout={cfg.dropout} must lie in [0, 1)"),
@@ -114,7 +115,8 @@ def validate(cfg):
             (gptconf.calibrates and not schedule_ok,
              f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
              f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or neither (it calibrates once s "
-             f"levels off, after warmup_iters={cfg.warmup_iters}, which must fit in the run)")]:
+             f"grows by less than level_growth={cfg.level_growth} > 0 in a window, after warmup_iters="
+             f"{cfg.warmup_iters}, which must fit in the run)")]:
         if bad:
             raise ValueError(why)
 
