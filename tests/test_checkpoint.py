@@ -61,7 +61,8 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
 
 def test_a_run_that_finds_its_calibration_point_resumes_exactly(shakespeare_slice, tmp_path, monkeypatch):
     """The automatic point's state (the EMA of s, and its value a window ago) is in the checkpoint: a run stopped
-    before its point, resumed, calibrates after the same step and computes the same weights."""
+    before its point, resumed, calibrates after the same step and computes the same weights; one stopped after it
+    resumes (from its saved config, as `--init_from=resume` does) with the point it found."""
     auto = dict(taper_start=None, taper_end=None, level_window=2, level_growth=10.0, max_iters=12, lr_decay_iters=12)
     train_module.train(tiny_run(shakespeare_slice, tmp_path / 'whole', **auto))
     stop_training_at(monkeypatch, 3, RuntimeError("the machine went down"))  # the checkpoint at 2 is before it
@@ -76,8 +77,17 @@ def test_a_run_that_finds_its_calibration_point_resumes_exactly(shakespeare_slic
     assert sa['config']['taper_start'] == sb['config']['taper_start'] == 3
     resumed = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path / "whole"}', '--taper_start=None')
     assert_one_error_line(resumed, 'taper_start=None', 'has taper_start=3')  # it found its point: its schedule now
+    stop_training_at(monkeypatch, 5, RuntimeError("the machine went down"))  # the checkpoint at 4 is after it
+    with pytest.raises(RuntimeError, match='went down'):
+        train_module.train(tiny_run(shakespeare_slice, tmp_path / 'late', **auto))
+    monkeypatch.undo()
+    saved = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path / 'late')})
+    assert (saved['taper_start'], saved['taper_end']) == (3, 6)
+    train_module.train(train_module.TrainConfig(**{**saved, 'init_from': 'resume'}))
+    sc = load_checkpoint(tmp_path / 'late' / 'ckpt.pt')
+    assert log_records(tmp_path / 'late', 'calibrate') == [dict(kind='calibrate', taper_start=3, taper_end=6)]
     for key, tensor in sa['model'].items():
-        assert torch.equal(tensor, sb['model'][key]), key
+        assert torch.equal(tensor, sb['model'][key]) and torch.equal(tensor, sc['model'][key]), key
 
 
 def test_a_fresh_run_starts_its_own_log(shakespeare_slice, tmp_path):
