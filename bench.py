@@ -147,12 +147,12 @@ def clock(step, n, device):
             step()
         return (time.perf_counter() - t0) / n
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
+    torch.cuda.synchronize(device)  # device's own stream, not the current device's: --device=cuda:1 times cuda:1
+    start.record(torch.cuda.current_stream(device))
     for _ in range(n):
         step()
-    end.record()
-    torch.cuda.synchronize()
+    end.record(torch.cuda.current_stream(device))
+    torch.cuda.synchronize(device)
     return start.elapsed_time(end) / 1000 / n
 
 
