@@ -95,12 +95,9 @@ def validate(cfg):
                 'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd', 'level_window'):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    gpt2 = cfg.init_from.startswith('gpt2')
-    gptconf = model_config(cfg, vocab_size=1)  # GPTConfig checks norm, taper and the anchor
-    start, end = cfg.taper_start, cfg.taper_end
+    gpt2, gptconf = cfg.init_from.startswith('gpt2'), model_config(cfg, 1)  # GPTConfig checks norm, taper, anchor
+    start, end, auto = cfg.taper_start, cfg.taper_end, gptconf.calibrates and cfg.taper_start is None
     # eval_only reads the gate at one iteration, so only there may the schedule (or its latest point) lie past the end
-    schedule_ok = (end is None and cfg.level_growth > 0 and (calibration_due(cfg.max_iters, cfg) or cfg.eval_only)
-                   if start is None else 0 <= start < end and (end <= cfg.max_iters or cfg.eval_only))
     for bad, why in [
             (min(cfg.max_iters, cfg.warmup_iters) < 0,
              f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0"),
@@ -112,11 +109,14 @@ def validate(cfg):
              "a checkpoint (ending in .pt)"),
             (gpt2 and cfg.norm != 'layernorm', f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs "
                                                "norm='layernorm'"),
-            (gptconf.calibrates and not schedule_ok,
+            (gptconf.calibrates and not auto and not (0 <= start < end and (end <= cfg.max_iters or cfg.eval_only)),
              f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
-             f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or neither (it calibrates once s "
-             f"grows by less than level_growth={cfg.level_growth} > 0 in a window, after warmup_iters="
-             f"{cfg.warmup_iters}, which must fit in the run)")]:
+             f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or neither (automatic)"),
+            (auto and end is not None, f"taper_end={end} needs a taper_start: set both, or neither (automatic)"),
+            (auto and not cfg.level_growth > 0,
+             f"level_growth={cfg.level_growth} must be > 0: it calibrates once s grows by less than this in a window"),
+            (auto and not (calibration_due(cfg.max_iters, cfg) or cfg.eval_only), f"warmup_iters={cfg.warmup_iters} "
+             f"must fit in max_iters={cfg.max_iters}: it calibrates after the warmup (or set taper_start, taper_end)")]:
         if bad:
             raise ValueError(why)
 

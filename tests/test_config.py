@@ -68,7 +68,7 @@ def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
     (['--taper=internal', '--norm=none'], ['taper', 'norm']),
     (['--dropout=1.5'], ['dropout']),
     (['--max_iters=-1'], ['max_iters=-1', '>= 0']),
-    (['--taper=internal', '--level_growth=0.0'], ['level_growth=0.0 > 0']),
+    (['--taper=internal', '--level_growth=0.0'], ['level_growth=0.0 must be > 0']),
     (['config/nope.py'], ['not found']),
 ])
 def test_mistakes_name_the_key(args, words):
