@@ -73,9 +73,9 @@ class TrainConfig:
     min_lr: float = 6e-5                 # the floor of the cosine
     # the gate (METHOD.md §4): 1 until calibration (statistics collect, then freeze), a cosine down to 0 at taper_end
     taper_start: int | None = None       # the step that calibrates; None: once s levels off (the next two keys)
-    taper_end: int | None = None         # None: taper_start + 37.5% of the iterations left after it
-    level_window: int = 100              # taper_start=None: compare s every this many steps
-    level_growth: float = 0.05           # ... calibrate once the EMA of s grew less than this share in one window
+    taper_end: int | None = None         # where the gate reaches 0; None: 37.5% of the rest after taper_start
+    level_window: int = 100              # taper_start=None: compare s every this many steps (from step 0)
+    level_growth: float = 0.05           # ... once s grew less than this in a window after warmup (or half-way)
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name

@@ -237,13 +237,13 @@ def size_tables(runs):
     ln_s = {(r['n_embd'], r['learning_rate'], r['seed']): r['largest_s'] for r in runs if 'layernorm' in r['variant']}
     tapers = []  # every run of a taper, at every width, rate and seed: did it reach gate 0, and how large grew s?
     for v in SIZES[1:]:
-        rs = [(r, r['largest_s'] / ln_s[k]) for r in runs if r['variant'].startswith(f'{v}-8x')
-              and (k := (r['n_embd'], r['learning_rate'], r['seed'])) in ln_s]
-        ended = [r['taper_end'] for r, _ in rs if math.isfinite(r['val_loss'])]
+        rs = [r for r in runs if r['variant'].startswith(f'{v}-8x')]
+        ratios = [r['largest_s'] / ln_s[k] for r in rs if (k := (r['n_embd'], r['learning_rate'], r['seed'])) in ln_s]
+        ended = [r['taper_end'] for r in rs if math.isfinite(r['val_loss'])]
         tapers += [f"{v}: {len(ended)} of {len(rs)} reached gate 0 (by iteration {max(ended)}), {len(rs) - len(ended)} "
-                   f"diverged, the largest s in each at most {max(q for _, q in rs):.1f}x layernorm's"] if ended else []
-    lines += ["", "Every run, at every width, rate and seed (each against layernorm's run at the same): "
-              + "; ".join(tapers) + "."] if tapers else []
+                   f"diverged; the largest s at most {max(ratios):.1f}x layernorm's in the {len(ratios)} that have a "
+                   "layernorm run at the same width, rate and seed"] if ended and ratios else []
+    lines += ["", "Every run, at every width, rate and seed: " + "; ".join(tapers) + "."] if tapers else []
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 

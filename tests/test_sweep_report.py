@@ -166,6 +166,7 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
         f.write(json.dumps(dict(kind='calibrate', taper_start=6, taper_end=11)) + '\n')
     write_log(tmp_path / 'sweep' / 'layernorm-8x256-lr0.001-s1', 1e-3, 1, 1.9, n_embd=256)  # a width begun
     write_log(tmp_path / 'sweep' / 'taper_ln_start400-8x128-lr0.002-s1', 2e-3, 1, math.nan, n_embd=128, s=50.0)
+    write_log(tmp_path / 'sweep' / 'taper_ln_start400-8x64-lr0.004-s1', 4e-3, 1, 2.1, n_embd=64, s=99.0)  # no partner
     report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'), readme=''))
     text = (tmp_path / 'out' / 'results.md').read_text()
     assert "| layernorm-8x256 | **1.9000 (1)** |" in text and "| layernorm-8x256 | 0.001 |" not in text  # tuning only
@@ -186,11 +187,12 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
     assert "| taper_ln_start400-8x64 | 0.002 | 3 | 2.0600 ± 0.0300 | +0.0600 (3 seeds) |" in text  # the fixed point
     assert (rows[('taper_ln-8x64', '1')]['taper_start'], rows[('taper_ln-8x64', '2')]['taper_start']) == ('6', '4')
     # every run of a taper, at every rate: did it reach gate 0 (or diverge), its largest s against layernorm's
-    assert ("taper_ln_start400: 3 of 4 reached gate 0 (by iteration 10), 1 diverged, the largest s in each at most "
-            "50.0x layernorm's; taper_ln: 6 of 6 reached gate 0 (by iteration 11), 0 diverged, the largest s in each "
-            "at most 5.0x layernorm's.") in text and "| taper_ln_start400-8x128 |" not in text  # no finite mean
+    assert ("taper_ln_start400: 4 of 5 reached gate 0 (by iteration 10), 1 diverged; the largest s at most 50.0x "
+            "layernorm's in the 4 that have a layernorm run at the same width, rate and seed; taper_ln: 6 of 6 reached "
+            "gate 0 (by iteration 11), 0 diverged; the largest s at most 5.0x layernorm's in the 6 ") in text
+    assert "| taper_ln_start400-8x128 |" not in text                    # a diverged run has no mean
     assert (tmp_path / 'out' / 'size_cost.png').read_bytes()[:4] == b'\x89PNG'
-    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 26                # every finished or diverged log
+    assert len(os.listdir(tmp_path / 'out' / 'logs')) == 27                # every finished or diverged log
 
 
 def test_the_lr_stage_widens_the_range_at_an_edge(tmp_path):
