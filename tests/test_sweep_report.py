@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 
 import pytest
@@ -186,10 +187,9 @@ def test_the_finetune_and_size_sections_pair_by_seed_and_report_the_fold_and_the
     assert "| taper_ln-8x64 | 0.002 | 3 | 2.0400 ± 0.0200 | +0.0400 (3 seeds) |" in text and "| +2.00% |" in text
     assert "| taper_ln_start400-8x64 | 0.002 | 3 | 2.0600 ± 0.0300 | +0.0600 (3 seeds) |" in text  # the fixed point
     assert (rows[('taper_ln-8x64', '1')]['taper_start'], rows[('taper_ln-8x64', '2')]['taper_start']) == ('6', '4')
-    # every run of a taper, at every rate: did it reach gate 0 (or diverge), its largest s against layernorm's
-    assert ("taper_ln_start400: 4 of 5 reached gate 0 (by iteration 10), 1 diverged; the largest s at most 50.0x "
-            "layernorm's in the 4 that have a layernorm run at the same width, rate and seed; taper_ln: 6 of 6 reached "
-            "gate 0 (by iteration 11), 0 diverged; the largest s at most 5.0x layernorm's in the 6 ") in text
+    # the largest s of every run of a variant, at every rate: a runaway at a rate other than the best one shows
+    assert re.search(r"\| taper_ln_start400-8x64 \| 0.002 \|.*\| 99.0 \|$", text, re.M)     # its 4e-3 run
+    assert re.search(r"\| taper_ln-8x64 \| 0.002 \|.*\| 5.0 \|$", text, re.M)
     assert "| taper_ln_start400-8x128 |" not in text                    # a diverged run has no mean
     assert (tmp_path / 'out' / 'size_cost.png').read_bytes()[:4] == b'\x89PNG'
     assert len(os.listdir(tmp_path / 'out' / 'logs')) == 27                # every finished or diverged log
