@@ -275,19 +275,19 @@ def init_model(cfg, data_dir):
     if cfg.init_from == 'resume':
         path = os.path.join(cfg.out_dir, 'ckpt.pt')
         return *load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss')), None
+    override = {key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}  # loaded weights fix the shape
     if cfg.init_from.endswith('.pt'):
-        return finetune_model(cfg, data_dir)
+        return finetune_model(cfg, data_dir, override)
     if not cfg.init_from.startswith('gpt2'):
         return GPT(model_config(cfg, read_vocab_size(data_dir))), None, None
-    override = {key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}  # GPT-2 fixes the shape
     model = load_gpt2(cfg.init_from, override, local_path=cfg.init_path)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
     return model, None, None
 
 
-def finetune_model(cfg, data_dir):
-    """(model, None, source): the baseline at cfg.init_from in a new run (gate 1, nothing calibrated, its taper)."""
+def finetune_model(cfg, data_dir, override):
+    """(model, None, source): the baseline at cfg.init_from in a new run (gate 1, nothing calibrated, override's)."""
     source, ckpt = load_model(cfg.init_from)
     args, vocab_size = source.config, read_vocab_size(data_dir)
     changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
@@ -305,7 +305,7 @@ def finetune_model(cfg, data_dir):
              "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir")]:
         if bad:
             raise UserError(f"init_from={cfg.init_from}: {why}")
-    model = GPT(replace(args, **{key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}))
+    model = GPT(replace(args, **override))
     model.load_weights(dict(source.named_parameters()))
     return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))
 

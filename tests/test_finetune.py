@@ -170,7 +170,7 @@ def test_a_gpt2_model_keeps_its_own_gelu_eps_and_vocabulary_on_gpt2_bpe_data(tmp
     (tmp_path / 'bpe').mkdir()                                          # no meta.pkl: GPT-2's BPE
     cfg = run_config(tmp_path, tmp_path / 'ft', dataset='bpe', init_from=str(tmp_path / 'gpt2.pt'), n_layer=1,
                      n_embd=16, block_size=16, bias=True, taper='internal', dropout=0.1)
-    tuned, _, _ = train_module.finetune_model(cfg, str(tmp_path / 'bpe'))
+    tuned, _, _ = train_module.init_model(cfg, str(tmp_path / 'bpe'))
     c = tuned.config
     assert (c.vocab_size, c.gelu, c.norm_eps, c.taper, c.dropout) == (50257, 'tanh', 1e-6, 'internal', 0.1)
 
