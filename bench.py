@@ -103,7 +103,6 @@ def variants(cfg, names):
         model = GPT(replace(shape, norm=NORMS[norm]))
         model(idx, idx)
         model.update_calibration()
-        model.calibrate()
         model.set_gate(0.5 if kind == 'blend' else 0.0)
         models[name] = fold_model(model) if kind == 'folded' else model
     return models

@@ -2,11 +2,12 @@
 The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
 
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
-runs: the training loop drives it through three calls (and asks s_growth() when to calibrate, §4),
+runs: the training loop drives it through two calls,
     set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
-    update_calibration()  once per optimizer step: every collecting norm's EMAs, and c <- c*, gamma_t <- gamma (§3)
-    calibrate()           at taper_start: collecting stops (FakeLN: at each norm's removal), s_tgt frozen (§6)
-and the forward pass, which returns logits, the loss and its parts.
+    update_calibration()  once per optimizer step: the statistics of every norm still computed into its EMAs,
+                          c <- c*, and while g = 1 gamma_t <- gamma and the anchor's s_tgt <- the EMA of s (§3, §6)
+and the forward pass, which returns logits, the loss and its parts. Everything else follows from g: c follows its
+statistics while the norm is computed (g > 0) and is frozen once the gate reaches 0 (§3).
 """
 import math
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ class GPTConfig:
     taper: str = 'off'          # 'off' | 'internal' (ln_1, ln_2 taper; ln_f stays) | 'all' (ln_f too)
     removal: str = 'taper'      # how those norms go: 'taper' (one global cosine gate) | 'fakeln' (one at a time)
     anchor_lambda: float = 0.0  # weight of the scale-anchor loss (§6); 0 turns it off
-    anchor_target: float = 0.0  # fixed s_tgt; 0 means: calibrate it from an EMA at taper_start
+    anchor_target: float | None = None  # a fixed s_tgt; None: the EMA of s, frozen when the gate leaves 1
     ema_decay: float = 0.99     # decay of the calibration EMAs (§3)
+    follow_c: bool = True       # c follows its statistics until g = 0 (ours, §3); False: frozen as g leaves 1 (paper)
     norm_eps: float = 1e-5
     gelu: str = 'none'          # nn.GELU's approximate: 'none' (exact, nanoGPT) or 'tanh' (OpenAI's GPT-2)
     folded: bool = False        # tapered norms were folded into the next Linear (§7)
@@ -53,18 +55,20 @@ class GPTConfig:
                 (self.folded and self.taper == 'off', "folded=True describes a model with taper='internal' or 'all'"),
                 (self.gelu not in ('none', 'tanh'), f"gelu={self.gelu!r} must be 'none' (exact) or 'tanh'"),
                 (self.n_embd % self.n_head, f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}"),
-                (self.anchor_lambda < 0 or self.anchor_target < 0, "anchor_lambda and anchor_target must be >= 0")]:
+                (self.anchor_lambda < 0, f"anchor_lambda={self.anchor_lambda} must be >= 0"),
+                (self.anchor_target is not None and not self.anchor_target > 0,
+                 f"anchor_target={self.anchor_target} must be > 0 (or None: the EMA of s)")]:
             if bad:
                 raise ValueError(why)
 
     @property
     def calibrated_anchor(self):
-        """The anchor's s_tgt comes from an EMA frozen at taper_start (not from anchor_target)."""
-        return self.anchor_lambda > 0 and self.anchor_target == 0
+        """The anchor's s_tgt is the EMA of s, frozen when the gate leaves 1 (not a fixed anchor_target)."""
+        return self.anchor_lambda > 0 and self.anchor_target is None
 
     @property
     def calibrates(self):
-        """Something is frozen at taper_start: c of the TaperNorms, or a calibrated anchor's s_tgt."""
+        """Something follows the gate: the norms that taper (and their c), or a calibrated anchor's s_tgt."""
         return self.taper != 'off' or self.calibrated_anchor
 
 
@@ -103,18 +107,20 @@ class TaperNorm(Norm):
     §2: y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t              (RMS)
                                              L(h) = c * (h - mu) * gamma_t + beta  (LayerNorm; beta shared)
     The mode is a Python value set by GPT.set_gate, so each of the three graphs is its own:
-      'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it only follows gamma until calibration),
-               and in training, until calibration, the calibration statistics are accumulated.
-      'blend'  0 < g < 1: the convex mix.
+      'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it follows gamma, §3).
+      'blend'  0 < g < 1: the convex mix; gamma_t trains.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
+    While `collecting` (set by GPT.set_gate: the norm is computed and c follows it), training forwards add the
+    statistics of c* to acc; GPT.update_calibration turns them into c once per optimizer step.
     """
     def __init__(self, ndim, kind, bias, eps):
         super().__init__(ndim, kind, bias, eps)
         self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, copied from gamma at calibration
         self.register_buffer('c', torch.ones(()))                      # frozen per-layer scale c (§3)
-        self.register_buffer('ema', torch.zeros(2))                    # EMAs of E[|hg|^2 / r], E[|hg|^2]
+        self.register_buffer('ema', torch.zeros(2))                    # EMAs of num / tokens, den / tokens
         self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
-        self.mode, self.collecting = 'norm', True
+        self.mode = 'norm'       # 'norm', 'blend' or 'linear': what forward computes (GPT.set_gate)
+        self.collecting = True   # training forwards feed acc (GPT.set_gate)
 
     def linear(self, x):
         """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, §7)."""
@@ -125,22 +131,27 @@ class TaperNorm(Norm):
     def forward(self, x, gate):
         if self.mode == 'linear':
             return self.linear(x)
+        if self.collecting and self.training:
+            self.accumulate(x)
         y = super().forward(x)
         if self.mode == 'blend':
             return gate * y + (1 - gate) * self.linear(x)
-        if self.collecting and self.training:
-            self.accumulate(x)
         return y
 
     def accumulate(self, x):
-        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 to acc, in acc's precision (float32,
-        or float64 in a double model) whatever autocast computes the forward in."""
+        """Add this micro-batch's sums for c* (§3) to acc, num = <h gamma_t, h gamma> / r(h) and den = |h gamma_t|^2
+        (gamma_t = gamma while g = 1), in acc's precision (float32, or float64 in a double model) whatever
+        autocast computes the forward in."""
         h = x.detach().to(self.acc.dtype)
         scale = per_token_scale(h, self.kind, self.eps)                 # (B, T)
         if self.kind == 'layernorm':
             h = h - h.mean(-1, keepdim=True)
-        hg2 = (h * self.weight.detach().to(h.dtype)).pow(2).sum(-1)        # (B, T)
-        self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
+        hg = h * self.weight.detach().to(h.dtype)                       # (B, T, C): what N(h) scales
+        gamma_t = self.weight if self.mode == 'norm' else self.weight_t  # (C,): gamma_t is gamma while g = 1
+        hg_t = h * gamma_t.detach().to(h.dtype)                         # (B, T, C): what L(h) scales
+        num = (hg_t * hg).sum(-1) / scale                               # (B, T)
+        den = hg_t.pow(2).sum(-1)                                       # (B, T)
+        self.acc += torch.stack([num.sum(), den.sum(), den.new_tensor(den.numel())])
 
 
 class FakeLN(TaperNorm):
@@ -253,12 +264,13 @@ class GPT(nn.Module):
 
         # Run state, all in buffers so checkpoints carry it and torch.compile sees tensors, not floats.
         self.register_buffer('gate', torch.ones(()))                       # the global gate g
-        self.register_buffer('calibrated', torch.zeros((), dtype=torch.bool))
-        self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))
+        self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))  # steps in s_ema so far
         self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
-        self.register_buffer('s_ref', torch.zeros(()))                     # s_mean() as s_growth() last saw it
-        self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target)))
+        self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
         self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
+        # Python-side state, set from the gate by set_gate (Python values, so compile sees each regime as its graph)
+        self.collecting = True   # training forwards feed the EMA of s (while c follows its statistics, §3)
+        self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen: g < 1, §6)
 
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
@@ -304,9 +316,13 @@ class GPT(nn.Module):
     @classmethod
     def from_checkpoint(cls, ckpt):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
-        model = cls(GPTConfig(**ckpt['model_args']))
-        missing, unexpected = model.load_state_dict(ckpt['model'], strict=False)
-        missing = [k for k in missing if k != 's_ref']  # a checkpoint from before the automatic point (§4): 0 then
+        args, weights = dict(ckpt['model_args']), dict(ckpt['model'])
+        if 'follow_c' not in args:  # written before c followed its statistics to g = 0: it froze c as g left 1
+            args.update(follow_c=False, anchor_target=args.get('anchor_target') or None)  # (0 meant: the EMA of s)
+            for name in ('calibrated', 's_ref'):  # run state that now follows from the gate
+                weights.pop(name, None)
+        model = cls(GPTConfig(**args))
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ValueError(f"its weights do not fit its model_args: missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}")
@@ -316,16 +332,18 @@ class GPT(nn.Module):
     # The gate and calibration (§3, §4, §6)
 
     def set_gate(self, g):
-        """Set g and the Python-side modes that follow from it (a Python value, so compile sees each mode)."""
-        g, calibrated = float(g), bool(self.calibrated)
+        """Set g, and the Python-side state that follows from it: what each norm computes, and whether its c still
+        follows its statistics (while g > 0; the paper's rule, follow_c=False: while g = 1) or is frozen (§3)."""
+        g = float(g)
         if not 0.0 <= g <= 1.0:
             raise ValueError(f"gate must lie in [0, 1], got {g}")
-        if g < 1.0 and not calibrated and self.taper_norms():
-            raise RuntimeError("the gate can only leave 1 after calibrate() has ended the calibration statistics")
-        self.gate.fill_(g)
-        # training forwards feed the calibration EMAs until calibrate(), and only if something needs them
-        self.collecting = not calibrated and self.config.calibrates
         norms = self.taper_norms()
+        if g < 1.0 and self.config.calibrates and int(self.ema_steps) == 0:
+            raise RuntimeError("the gate can leave 1 only after update_calibration() has taken a step's statistics")
+        self.gate.fill_(g)
+        c_follows = g > 0.0 if self.config.follow_c else g == 1.0
+        self.collecting = self.config.calibrates and c_follows
+        self.anchoring = self.config.anchor_lambda > 0 and (not self.config.calibrated_anchor or g < 1.0)
         removed = round((1 - g) * len(norms))   # FakeLN: g is the share of its norms still on, the rest are off
         for i, m in enumerate(norms):
             if isinstance(m, FakeLN):            # each collects until its removal, which freezes its c
@@ -341,8 +359,8 @@ class GPT(nn.Module):
     @torch.no_grad()
     def update_calibration(self):
         """Once per optimizer step: fold this step's token means into the EMAs of every norm still collecting and
-        set its c <- c* = EMA(num) / EMA(den) (the bias corrections cancel) and gamma_t <- gamma, so that both
-        hold their last values once collecting stops: at calibrate(), or at a FakeLN norm's removal."""
+        set its c <- c* = EMA(num) / EMA(den) (the bias corrections cancel), and while g = 1 its gamma_t <- gamma
+        and a calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once the gate moves on (§3, §6)."""
         norms = [m for m in self.taper_norms() if m.collecting]
         if not norms and not self.collecting:
             return
@@ -354,35 +372,21 @@ class GPT(nn.Module):
             d = FAKELN_DECAY if isinstance(m, FakeLN) else self.config.ema_decay
             m.ema.mul_(d).add_((1 - d) * torch.stack([num / n, den / n]))
             m.c.copy_(m.ema[0] / m.ema[1])
-            m.weight_t.copy_(m.weight)
+            if m.mode == 'norm':
+                m.weight_t.copy_(m.weight)
             m.acc.zero_()
         s_sum, s_n = accs[-2:]
         if s_n > 0:
             self.s_ema.mul_(self.config.ema_decay).add_((1 - self.config.ema_decay) * s_sum / s_n)
+            self.ema_steps += 1
         self.s_acc.zero_()
-        self.ema_steps += 1
+        if self.config.calibrated_anchor and not self.anchoring:
+            self.s_tgt.copy_(self.s_mean())
 
     def s_mean(self):
-        """The EMA of s, bias-corrected: what the anchor's s_tgt freezes to (§6) and what s_growth() watches (§4)."""
+        """The EMA of s, bias-corrected: the anchor's s_tgt while g = 1 (§6); once collecting stops, s as it was when
+        c froze, the reference of the runaway check (§4)."""
         return self.s_ema / (1 - self.config.ema_decay ** int(self.ema_steps))
-
-    def s_growth(self):
-        """s_mean() / its value at the last call - 1 (inf at the first): how much s grew since then (§4)."""
-        s_then = self.s_ref.clone()
-        return (self.s_ref.copy_(self.s_mean()) / s_then - 1).item()
-
-    @torch.no_grad()
-    def calibrate(self):
-        """At taper_start: the TaperNorms stop collecting (c and gamma_t keep the values update_calibration last
-        gave them), s_tgt is frozen, and the gate may leave 1."""
-        if bool(self.calibrated):
-            raise RuntimeError("calibrate() was already called on this model")
-        if self.collecting and int(self.ema_steps) == 0:
-            raise RuntimeError("calibrate() needs at least one update_calibration() step of statistics")
-        if self.config.calibrated_anchor:
-            self.s_tgt.copy_(self.s_mean())
-        self.calibrated.fill_(True)
-        self.set_gate(self.gate.item())
 
     # ------------------------------------------------------------------------------------------
 
@@ -414,8 +418,8 @@ class GPT(nn.Module):
         if self.training and self.collecting:
             self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
         loss, anchor = ce, torch.zeros((), device=idx.device)
-        if self.config.anchor_lambda > 0:                     # 0 until s_tgt is frozen (s_tgt = 0 before)
-            anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean() * (self.s_tgt > 0)
+        if self.anchoring:                                    # off until s_tgt is frozen (a fixed target: always on)
+            anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean()
             loss = ce + anchor  # (never ce + a constant zero: torch 2.13's compile drops the grad of that sum)
         parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.detach().mean(),
                      logit_norm=logits.detach().float().norm(dim=-1).mean())

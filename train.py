@@ -59,7 +59,8 @@ class TrainConfig:
     taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
     removal: str = 'taper'               # how they go: 'taper' (one cosine gate) or 'fakeln' (one at a time, §11)
     anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
-    anchor_target: float = 0.0           # a fixed s_tgt; 0 calibrates it at taper_start
+    anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen at taper_start
+    follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
     learning_rate: float = 6e-4          # the peak learning rate
     max_iters: int = 600000              # optimizer steps, exactly
@@ -69,13 +70,11 @@ class TrainConfig:
     grad_clip: float = 1.0               # clip the gradient norm at this value; 0 disables clipping
     decay_lr: bool = True                # False keeps learning_rate throughout
     warmup_iters: int = 2000             # iterations of linear warmup
-    lr_decay_iters: int = 600000         # iteration where the cosine reaches min_lr
+    lr_decay_iters: int | None = None    # iteration where the cosine reaches min_lr; None: max_iters
     min_lr: float = 6e-5                 # the floor of the cosine
-    # the gate (METHOD.md §4): 1 until calibration (statistics collect, then freeze), a cosine down to 0 at taper_end
-    taper_start: int | None = None       # the step that calibrates; None: once s levels off (the next two keys)
-    taper_end: int | None = None         # where the gate reaches 0; None: 37.5% of the rest after taper_start
-    level_window: int = 100              # taper_start=None: compare s every this many steps (from step 0)
-    level_growth: float = 0.05           # ... once s grew less than this in a window after warmup (or half-way)
+    # the gate (METHOD.md §4): 1 through taper_start, a half cosine down to 0 at taper_end, where c freezes
+    taper_start: int | None = None       # the last step at g = 1; None: the end of the lr warmup
+    taper_end: int | None = None         # where the gate reaches 0; None: half-way through the steps after taper_start
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
@@ -83,49 +82,66 @@ class TrainConfig:
     seed: int = 1337                     # weights, batches and dropout all follow from it
 
     def __post_init__(self):
-        if self.taper_start is not None and self.taper_end is None:  # 37.5% of what is left: 400 -> 1000 of 2000
-            self.taper_end = max(self.taper_start + 1,
-                                 self.taper_start + round(0.375 * (self.max_iters - self.taper_start)))
+        # Left out, the schedules follow from the run's length (METHOD.md §4), written here so that the log shows
+        # them and a resumed run keeps them: 2000 steps with 100 of warmup taper from 100 to 1050.
+        if self.lr_decay_iters is None:
+            self.lr_decay_iters = self.max_iters
+        if self.taper_start is None:
+            self.taper_start = self.warmup_iters if self.decay_lr else 0
+        if self.taper_end is None:
+            self.taper_end = self.taper_start + max(1, (self.max_iters - self.taper_start) // 2)
         validate(self)
 
 
 def validate(cfg):
     """Refuse settings that cannot run, naming the key and the fix."""
     for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
-                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd', 'level_window'):
+                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    gpt2, gptconf = cfg.init_from.startswith('gpt2'), model_config(cfg, 1)  # GPTConfig checks norm, taper, anchor
-    start, end, auto = cfg.taper_start, cfg.taper_end, gptconf.calibrates and cfg.taper_start is None
-    # eval_only reads the gate at one iteration, so only there may the schedule (or its latest point) lie past the end
-    for bad, why in [
-            (min(cfg.max_iters, cfg.warmup_iters) < 0,
-             f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0"),
-            (cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters,
-             f"lr_decay_iters={cfg.lr_decay_iters} must exceed warmup_iters={cfg.warmup_iters}"),
-            (not 0.0 <= cfg.dropout < 1.0, f"dropout={cfg.dropout} must lie in [0, 1)"),
-            (cfg.init_from not in ('scratch', 'resume') and not gpt2 and not cfg.init_from.endswith('.pt'),
-             f"init_from={cfg.init_from!r} must be 'scratch', 'resume', 'gpt2[-medium|-large|-xl]' or the path of "
-             "a checkpoint (ending in .pt)"),
-            (gpt2 and cfg.norm != 'layernorm', f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs "
-                                               "norm='layernorm'"),
-            (gptconf.calibrates and not auto and not (0 <= start < end and (end <= cfg.max_iters or cfg.eval_only)),
-             f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
-             f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or neither (automatic)"),
-            (auto and end is not None, f"taper_end={end} needs a taper_start: set both, or neither (automatic)"),
-            (auto and not cfg.level_growth > 0,
-             f"level_growth={cfg.level_growth} must be > 0: it calibrates once s grows by less than this in a window"),
-            (auto and not (calibration_due(cfg.max_iters, cfg) or cfg.eval_only), f"warmup_iters={cfg.warmup_iters} "
-             f"must fit in max_iters={cfg.max_iters}: it calibrates after the warmup (or set taper_start, taper_end)")]:
-        if bad:
-            raise ValueError(why)
+    if cfg.max_iters < 0 or cfg.warmup_iters < 0:
+        raise ValueError(f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0")
+    training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
+    if training and cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
+        raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (left out: max_iters) must exceed warmup_iters="
+                         f"{cfg.warmup_iters}: train longer, or warm up for fewer steps")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout={cfg.dropout} must lie in [0, 1)")
+    gpt2 = cfg.init_from.startswith('gpt2')
+    if cfg.init_from not in ('scratch', 'resume') and not gpt2 and not cfg.init_from.endswith('.pt'):
+        raise ValueError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume', 'gpt2[-medium|-large|-xl]' or "
+                         "the path of a checkpoint (ending in .pt)")
+    if gpt2 and cfg.norm != 'layernorm':
+        raise ValueError(f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
+    start, end = cfg.taper_start, cfg.taper_end
+    ordered = 0 <= start < end
+    inside = ordered and end <= cfg.max_iters
+    if model_config(cfg).calibrates and not (inside or (ordered and not training)):
+        raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
+                         f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or leave them out "
+                         f"(then the taper starts after the warmup, warmup_iters={cfg.warmup_iters}, and takes half of "
+                         "the rest)")
+
+
+def schedule_warning(cfg):
+    """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
+    averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
+    gptconf, steps = model_config(cfg), cfg.taper_end - cfg.taper_start
+    follow = round(1 / (1 - gptconf.ema_decay))
+    if gptconf.taper == 'off' or gptconf.removal != 'taper' or not gptconf.follow_c or steps >= follow:
+        return None
+    return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
+            f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
+            f"maps run away; train longer (left out, the taper takes half the steps after the warmup: max_iters >= "
+            f"{cfg.taper_start + 2 * follow} here), or set taper_start and taper_end {follow} or more steps apart")
 
 
 SHAPE_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'norm')  # what a fine-tune keeps of its source
-MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target')  # fixed once a run starts
+MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target', 'follow_c')  # a run's
 
 
-def model_config(cfg, vocab_size):
+def model_config(cfg, vocab_size=GPTConfig.vocab_size):
+    """The GPT that cfg describes; its vocabulary comes from the data (read_vocab_size), else GPT-2's."""
     return GPTConfig(vocab_size=vocab_size, **{key: getattr(cfg, key) for key in MODEL_KEYS})
 
 
@@ -140,7 +156,9 @@ def saved_config(values):
         return {}
     path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
-    for key in MODEL_KEYS + ('taper_start', 'taper_end', 'level_window', 'level_growth'):  # and the schedule
+    if 'follow_c' not in saved:  # a run from before c followed its statistics to g = 0 (GPT.from_checkpoint)
+        saved.update(follow_c=False, anchor_target=saved.get('anchor_target') or None)
+    for key in MODEL_KEYS + ('taper_start', 'taper_end'):  # and the schedule
         if key in values and key in saved and values[key] != saved[key]:
             raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} has {key}="
                             f"{saved[key]!r}: a resumed run keeps its model and schedule; resume with only --init_from="
@@ -174,14 +192,6 @@ def get_gate(it, taper_start, taper_end, removals=0):
         return 1.0 - sum(it >= taper_start + math.ceil((i + 1) * window / removals) for i in range(removals)) / removals
     progress = min(max((it - taper_start) / (taper_end - taper_start), 0.0), 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # exactly 1 and 0 at the ends: cos(pi) is -1.0 in floats
-
-
-def calibration_due(steps, cfg, growth=math.inf):
-    """The automatic calibration point (METHOD.md §4), asked after each step while taper_start is None: at the end of
-    the first window of level_window steps, all after the lr warmup, in which the EMA of s grew by less than
-    level_growth (growth: by how much, given at each window's end), else half-way (not before the warmup's end)."""
-    warm = cfg.warmup_iters if cfg.decay_lr else 0
-    return steps >= max(warm, cfg.max_iters // 2) or (steps >= warm + cfg.level_window and growth < cfg.level_growth)
 
 
 def step_seed(seed, rank, it):
@@ -340,12 +350,18 @@ def check_finite(loss, it, ckpt_path, saved_at):
                         "calibrate later (--taper_start), and train again")
 
 
+RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
+
+
 def log_line(rec, max_iters):
     eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
-    return (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
+    line = (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
             f"anchor {rec['anchor']:.4f} | gate {rec['gate']:.3f} | lr {rec['lr']:.2e} | {rec['ms']:.1f} ms/iter | "
             f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f} | eta {eta // 3600}:{eta // 60 % 60:02}:"
             f"{eta % 60:02}")
+    if rec.get('s_drift', 0.0) > RUNAWAY:
+        line += f" | RUNAWAY: s is {rec['s_drift']:.1f}x what it was when c froze"
+    return line
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,6 +408,10 @@ def train(cfg):
     if master:
         write_log = open_log(cfg, resumed_at, device=device_name(device), dtype=dtype, world_size=world_size,
                              model_args=asdict(gptconf), source=source)
+        warning = schedule_warning(cfg)
+        if warning:
+            print(warning)
+            write_log(dict(kind='warning', text=warning))
 
     # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
     # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
@@ -399,7 +419,7 @@ def train(cfg):
     last, parts_sum = dict(t=time.time(), iter=iter_num), {}
     try:
         while True:
-            if gptconf.taper != 'off' and cfg.taper_start is not None:  # else g stays 1 (unused, or not calibrated)
+            if gptconf.calibrates:  # else g stays 1, unused
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end, removals))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses, gate = estimate_loss(raw_model, cfg, data_dir, device, ctx), raw_model.gate.item()
@@ -442,16 +462,7 @@ def train(cfg):
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
-            raw_model.update_calibration()          # this step's statistics into the EMAs; c <- c*, gamma_t <- gamma
-            if cfg.taper_start is None and gptconf.calibrates:  # the automatic calibration point (§4)
-                growth = raw_model.s_growth() if (iter_num + 1) % cfg.level_window == 0 else math.inf  # a device sync
-                if calibration_due(iter_num + 1, cfg, growth):
-                    cfg = replace(cfg, taper_start=iter_num, taper_end=None)  # taper_end: the default after it
-                    if master:
-                        print(f"calibrating after step {iter_num}: the gate reaches 0 at iteration {cfg.taper_end}")
-                        write_log(dict(kind='calibrate', taper_start=iter_num, taper_end=cfg.taper_end))
-            if iter_num == cfg.taper_start:
-                raw_model.calibrate()               # c and gamma_t frozen (FakeLN: each at its removal), s_tgt too
+            raw_model.update_calibration()          # this step's statistics into the EMAs: c <- c* while g > 0
             iter_num += 1
 
             # log the mean over the iterations since the last line (the .item() calls sync the device)
@@ -459,6 +470,8 @@ def train(cfg):
                 n, dt = iter_num - last['iter'], time.time() - last['t']
                 rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
+                if gptconf.taper != 'off' and not raw_model.collecting:  # c is frozen: has s outgrown it? (§4)
+                    rec['s_drift'] = rec['s'] / raw_model.s_mean().item()
                 parts_sum, last = {}, dict(t=time.time(), iter=iter_num)
                 if master:  # (under DDP the other ranks then wait until torchrun ends them)
                     print(log_line(rec, cfg.max_iters))

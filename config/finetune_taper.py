@@ -8,7 +8,6 @@ init_from = 'out-layernorm/ckpt.pt'  # a new run from its weights; the model's s
 
 # a short warmup (the optimizer starts fresh), then a cosine from the sweep's best rate for all five ways
 max_iters = 1000
-lr_decay_iters = 1000
 warmup_iters = 50
 learning_rate = 2e-3
 min_lr = 1e-5

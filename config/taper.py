@@ -21,11 +21,11 @@ n_embd = 128
 # tuned (experiments/sweep.py: 1e-3 to 8e-3; the best for the tapered model and for its control alike)
 learning_rate = 4e-3
 max_iters = 2000
-lr_decay_iters = 2000
 min_lr = 1e-4
 beta2 = 0.99
 warmup_iters = 100
 
 # the norms: LayerNorm in ln_1 and ln_2 tapers to a fixed scaling, then folds away (METHOD.md §2-§4).
-# The gate keeps its defaults: g = 1 until s levels off (METHOD.md §4), then down to 0 over 37.5% of what is left.
+# The schedules keep their defaults, so they follow max_iters: the lr decays until the last step, and the gate
+# stays 1 through the warmup, then closes over half of what is left (100 to 1050), c following its statistics.
 taper = 'internal'

@@ -21,8 +21,7 @@ n_embd = 384
 # AdamW and a cosine learning rate, warmed up over the first 1000 iterations
 learning_rate = 1e-3
 max_iters = 20000
-lr_decay_iters = 20000
 min_lr = 1e-4
 warmup_iters = 1000
 
-taper = 'internal'  # the gate keeps its defaults: calibrate once s levels off, gate 0 37.5% of the rest later
+taper = 'internal'  # the gate keeps its defaults: 1 through the warmup, 0 half-way through the rest

@@ -16,9 +16,10 @@ def gpt2_encoding():
 
 
 def temporary(out_dir, name):
-    """Where a prepare script writes `name` before publish() moves it into place."""
+    """Where a prepare script writes `name` before publish() moves it into place: a name of this process's own, so
+    that two runs preparing the same dataset at once (a sweep's first two) each publish a whole file."""
     os.makedirs(out_dir, exist_ok=True)
-    return os.path.join(out_dir, f'{name}.tmp')
+    return os.path.join(out_dir, f'{name}.{os.getpid()}.tmp')
 
 
 def publish(out_dir, names):

@@ -57,7 +57,9 @@ def read_log(path):
 @functools.lru_cache
 def count_params(model_args):  # as train.py counts them (nanoGPT's: less the position embedding)
     from model import GPT, GPTConfig
-    return GPT(GPTConfig(**json.loads(model_args))).get_num_params()
+    args = json.loads(model_args)
+    args.pop('anchor_target', None)  # no parameter of its own (older logs wrote 0 for what is now None)
+    return GPT(GPTConfig(**args)).get_num_params()
 
 
 def load_runs(sweep_dir):

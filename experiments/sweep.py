@@ -19,40 +19,55 @@ from configurator import UserError, run_main  # noqa: E402
 from report import SIZES as SIZE_VARIANTS, best_rates, load_runs  # noqa: E402
 from runtime import REPO  # noqa: E402
 
-VARIANTS = {  # name -> overrides of config/taper.py; the main job calibrates at 400 (20%), as it was measured
+PAPER = dict(taper_start=400, taper_end=1000, follow_c=False)  # c frozen at 400, 20% of the run: the first sweeps' rule
+VARIANTS = {  # name -> overrides of config/taper.py
     'layernorm': dict(taper='off'),
     'rmsnorm': dict(norm='rmsnorm', taper='off'),
-    'taper_ln': dict(taper_start=400),
-    'taper_rms': dict(norm='rmsnorm', taper_start=400),
-    'all_taper_anchor': dict(taper='all', anchor_lambda=0.1, taper_start=400),
-    'all_taper': dict(taper='all', taper_start=400),         # no final norm and no anchor: logit chasing?
-    'none_anchor': dict(norm='none', taper='off', anchor_lambda=0.1, taper_start=400),
+    'taper_ln': PAPER,
+    'taper_rms': dict(PAPER, norm='rmsnorm'),
+    'all_taper_anchor': dict(PAPER, taper='all', anchor_lambda=0.1),
+    'all_taper': dict(PAPER, taper='all'),                   # no final norm and no anchor: logit chasing?
+    'none_anchor': dict(PAPER, norm='none', taper='off', anchor_lambda=0.1),
     'none': dict(norm='none', taper='off'),
-    **{f'taper_ln_start{k}': dict(taper_start=k, taper_end=1000) for k in (100, 200, 600)},  # 100: the warmup's end
-    'taper_ln_start_auto': dict(),                           # the default: once s levels off (METHOD.md §4)
+    **{f'taper_ln_start{k}': dict(PAPER, taper_start=k) for k in (100, 200, 600)},  # 100: the warmup's end
+    'taper_ln_follow': dict(),                               # the default: c follows its statistics to g = 0
 }
+# (taper_ln_start_auto and taper_ln-8x*, archived in results/logs, froze c where s levelled off: a rule since
+# replaced; commit 76952c3 runs them)
 FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts from layernorm's model of the same seed
     'finetune_layernorm': dict(taper='off'),                 # nothing removed: what fine-tuning alone does
-    'finetune_taper': dict(),                                # Internal-Taper
-    'finetune_fakeln': dict(removal='fakeln'),               # FakeLN on ln_1 and ln_2
-    'finetune_all_taper_anchor': dict(taper='all', anchor_lambda=0.1),
-    'finetune_fakeln_all': dict(taper='all', removal='fakeln'),  # as its authors run it: no auxiliary loss
-    'finetune_taper_start200': dict(taper_start=200, taper_end=500),  # as the main job: the config's is earlier
-    'finetune_fakeln_start200': dict(removal='fakeln', taper_start=200, taper_end=500),
+    'finetune_taper': dict(follow_c=False),                  # Internal-Taper, c frozen at taper_start (as measured)
+    'finetune_fakeln': dict(removal='fakeln', follow_c=False),  # FakeLN on ln_1 and ln_2
+    'finetune_all_taper_anchor': dict(taper='all', anchor_lambda=0.1, follow_c=False),
+    'finetune_fakeln_all': dict(taper='all', removal='fakeln', follow_c=False),  # as its authors run it: no aux loss
+    'finetune_taper_start200': dict(taper_start=200, taper_end=500, follow_c=False),  # the main job's fixed point
+    'finetune_fakeln_start200': dict(removal='fakeln', taper_start=200, taper_end=500, follow_c=False),
 }
-WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: the old default, 20% (METHOD.md §4)
+WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: c frozen at 400 (METHOD.md §4)
 VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
-                 (('layernorm', dict(taper='off')), ('taper_ln', {}), ('taper_ln_start400', dict(taper_start=400)))})
+                 (('layernorm', dict(taper='off')), ('taper_ln_start400', PAPER),
+                  ('taper_ln_follow', {}))})
+LENGTHS = (300, 600, 1000, 4000)  # the main job run shorter and longer (the same warmup), its schedules following
+VARIANTS.update({f'{v}-it{n}': dict(overrides, max_iters=n) for n in LENGTHS for v, overrides in
+                 (('layernorm', dict(taper='off')), ('taper_ln_follow', {}))})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
 REMOVALS = tuple(FINETUNES)[:5]
-SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in SIZE_VARIANTS)  # the report's variants, at each width
+SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in SIZE_VARIANTS if f'{v}-8x{w}' in VARIANTS)  # still run
 TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
+GRID = {'robust': (  # stage -> (variant, lr, seeds): the default against layernorm where the old rules broke
+    ('taper_ln_follow', 4e-3, 6),
+    *((f'{v}-it{n}', 4e-3, 3) for n in LENGTHS[:3] for v in ('layernorm', 'taper_ln_follow')),
+    *((f'{v}-8x256', lr, 3) for lr in (2e-3, 4e-3) for v in ('taper_ln_follow', 'layernorm')),
+    ('taper_ln_follow-8x64', 8e-3, 6), ('taper_ln_follow-8x64', 1.6e-2, 3), ('layernorm-8x64', 1.6e-2, 3),
+    ('taper_ln_follow-8x256', 1e-3, 6),
+    *((f'{v}-it4000', 4e-3, 3) for v in ('layernorm', 'taper_ln_follow')))}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
-           'schedule': (('taper_ln_start_auto', 'taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6),
+           'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6),
            'finetune_schedule': (('finetune_taper_start200', 'finetune_fakeln_start200'), 6)}
-STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size')
+STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size',
+          'robust')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
 
@@ -84,6 +99,8 @@ def plan(cfg, stage):
                 lr = 2 * best[v] if best[v] == max(tried) else best[v] / 2
                 wanted += [(v, lr, s) for s in SEEDS[:2]] if lr not in tried else []
         return wanted
+    if stage in GRID:
+        return [(v, lr, s) for v, lr, n in GRID[stage] for s in SEEDS[:n]]
     if stage in BEST:
         return [(v, best[v], s) for v in BEST[stage] if v in best for s in SEEDS]
     if stage in AT_BEST:  # at the best rate of layernorm (the ablations), or of the variant a schedule moves

@@ -1,7 +1,7 @@
 """
 `python train.py ...` for tests/test_ddp.py to launch with torchrun, in float64 (so that DDP and one process can
-differ only by float64 rounding), plus a window into every rank (only rank 0 writes checkpoints): right after
-calibrate(), each rank saves its c, s_tgt, steps so far and s_ref to $DDP_SPY_DIR/rank<RANK>.pt.
+differ only by float64 rounding), plus a window into every rank (only rank 0 writes checkpoints): after every
+update_calibration(), each rank adds its c and s_tgt to the list in $DDP_SPY_DIR/rank<RANK>.pt.
 """
 import os
 import sys
@@ -12,17 +12,17 @@ import train
 from configurator import run_main
 from model import GPT
 
-calibrate = GPT.calibrate
+update_calibration = GPT.update_calibration
+seen = []
 
 
-def calibrate_and_save(model):
-    calibrate(model)
-    torch.save(dict(c=[m.c.clone() for m in model.taper_norms()], s_tgt=model.s_tgt.clone(),
-                    steps=int(model.ema_steps), s_ref=model.s_ref.clone()),
-               os.path.join(os.environ['DDP_SPY_DIR'], f"rank{os.environ['RANK']}.pt"))
+def update_and_save(model):
+    update_calibration(model)
+    seen.append(dict(c=[m.c.clone() for m in model.taper_norms()], s_tgt=model.s_tgt.clone()))
+    torch.save(seen, os.path.join(os.environ['DDP_SPY_DIR'], f"rank{os.environ['RANK']}.pt"))
 
 
-GPT.calibrate = calibrate_and_save
+GPT.update_calibration = update_and_save
 torch.set_default_dtype(torch.float64)  # every weight, buffer and statistic of the model
 run_main(train.train, train.TrainConfig)
 # torch 2.13's gloo can abort a process at interpreter exit, after destroy_process_group (seen in ~8% of runs of a

@@ -70,8 +70,6 @@ def one_process(cfg, data_dir, vocab_size, world):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         model.update_calibration()
-        if it == cfg.taper_start:
-            model.calibrate()
     model.set_gate(get_gate(cfg.max_iters, cfg.taper_start, cfg.taper_end))
     return model, optimizer, grad_scale, losses
 

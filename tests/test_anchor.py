@@ -62,7 +62,7 @@ def test_the_anchor_is_exactly_zero_with_no_gradient_until_s_tgt_is_frozen():
     for (name, p), q in zip(anchored.named_parameters(), plain.parameters()):
         assert torch.equal(p.grad, q.grad), name                        # the anchor adds no gradient at all
     anchored.update_calibration()
-    anchored.calibrate()                                                # s_tgt frozen: now the anchor pulls
+    anchored.set_gate(0.5)                                              # s_tgt frozen: now the anchor pulls
     assert anchored(x, x)[2]['anchor'].item() > 0
 
 
@@ -72,9 +72,9 @@ def test_after_calibration_the_anchor_is_lambda_times_the_mean_squared_distance_
     x = torch.randint(0, 37, (2, 16))
     m(x, x)
     m.update_calibration()
-    m.calibrate()
+    m.set_gate(0.5)
     s_tgt = m.s_tgt.item()
-    assert s_tgt > 0                                                    # the frozen EMA, not anchor_target (0)
+    assert s_tgt > 0                                                    # the frozen EMA (anchor_target is None)
     parts, h = pre_logit_state(m, torch.randint(0, 37, (3, 16)))
     s = (std if norm == 'layernorm' else rms)(h)                        # (B, T)
     torch.testing.assert_close(parts['anchor'], LAMBDA * (s - s_tgt).pow(2).mean(), rtol=1e-12, atol=0)

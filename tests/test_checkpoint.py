@@ -59,35 +59,16 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
     assert sa['best_val_loss'] == sb['best_val_loss']
 
 
-def test_a_run_that_finds_its_calibration_point_resumes_exactly(shakespeare_slice, tmp_path, monkeypatch):
-    """The automatic point's state (the EMA of s, and its value a window ago) is in the checkpoint: a run stopped
-    before its point, resumed, calibrates after the same step and computes the same weights; one stopped after it
-    resumes (from its saved config, as `--init_from=resume` does) with the point it found."""
-    auto = dict(taper_start=None, taper_end=None, level_window=2, level_growth=10.0, max_iters=12, lr_decay_iters=12)
-    train_module.train(tiny_run(shakespeare_slice, tmp_path / 'whole', **auto))
-    stop_training_at(monkeypatch, 3, RuntimeError("the machine went down"))  # the checkpoint at 2 is before it
-    with pytest.raises(RuntimeError, match='went down'):
-        train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', **auto))
-    monkeypatch.undo()
-    train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', init_from='resume', **auto))
-    # warmup_iters=2: windows end after steps 2 (the first: nothing to compare) and 4, half-way would be 6
-    assert log_records(tmp_path / 'whole', 'calibrate') == [dict(kind='calibrate', taper_start=3, taper_end=6)]
-    assert log_records(tmp_path / 'split', 'calibrate')[-1] == dict(kind='calibrate', taper_start=3, taper_end=6)
-    sa, sb = (load_checkpoint(tmp_path / run / 'ckpt.pt') for run in ('whole', 'split'))
-    assert sa['config']['taper_start'] == sb['config']['taper_start'] == 3
-    resumed = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path / "whole"}', '--taper_start=None')
-    assert_one_error_line(resumed, 'taper_start=None', 'has taper_start=3')  # it found its point: its schedule now
-    stop_training_at(monkeypatch, 5, RuntimeError("the machine went down"))  # the checkpoint at 4 is after it
-    with pytest.raises(RuntimeError, match='went down'):
-        train_module.train(tiny_run(shakespeare_slice, tmp_path / 'late', **auto))
-    monkeypatch.undo()
-    saved = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path / 'late')})
-    assert (saved['taper_start'], saved['taper_end']) == (3, 6)
-    train_module.train(train_module.TrainConfig(**{**saved, 'init_from': 'resume'}))
-    sc = load_checkpoint(tmp_path / 'late' / 'ckpt.pt')
-    assert log_records(tmp_path / 'late', 'calibrate') == [dict(kind='calibrate', taper_start=3, taper_end=6)]
-    for key, tensor in sa['model'].items():
-        assert torch.equal(tensor, sb['model'][key]) and torch.equal(tensor, sc['model'][key]), key
+def test_a_resumed_run_keeps_the_schedules_it_began_with(shakespeare_slice, tmp_path):
+    """Left out, taper_start, taper_end and lr_decay_iters follow max_iters once, at the start: the checkpoint's
+    config holds the numbers, so a resume that trains longer keeps them, and one that changes them is refused."""
+    derived = dict(taper_start=None, taper_end=None, lr_decay_iters=None, max_iters=8)  # warmup_iters=2
+    train_module.train(tiny_run(shakespeare_slice, tmp_path, **derived))
+    saved = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'max_iters': 12})
+    assert (saved['taper_start'], saved['taper_end'], saved['lr_decay_iters']) == (2, 5, 8)
+    for key, value in (('taper_end', 7), ('follow_c', False), ('anchor_target', 3.0)):
+        resumed = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', f'--{key}={value}')
+        assert_one_error_line(resumed, f'{key}={value}', 'a resumed run keeps its model and schedule')
 
 
 def test_a_fresh_run_starts_its_own_log(shakespeare_slice, tmp_path):
@@ -142,7 +123,7 @@ def test_checkpoint_round_trip_gives_identical_logits(shakespeare_slice, tmp_pat
     raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)          # tensors and plain containers only
     assert raw['kind'] == 'nanotaper' and raw['iter_num'] == 4
     m = GPT.from_checkpoint(raw)
-    assert m.gate.item() == 0.0 and bool(m.calibrated)
+    assert m.gate.item() == 0.0 and not m.collecting
     assert all(tn.mode == 'linear' for tn in m.taper_norms())          # Python-side state follows the buffers
     again, _ = load_model(tmp_path / 'ckpt.pt')
     x = torch.randint(0, m.config.vocab_size, (2, 16))
@@ -229,14 +210,17 @@ def test_the_loader_names_the_file_and_what_is_wrong(tmp_path):
             assert word in message, (name, message)
 
 
-def test_a_checkpoint_from_before_the_automatic_calibration_point_still_loads(tmp_path):
-    """It lacks s_ref, the EMA of s a window ago (0 until a window has ended), and only that: it loads with s_ref 0."""
+def test_a_checkpoint_from_before_c_followed_its_statistics_loads_with_the_rule_it_was_trained_by(tmp_path):
+    """Written before follow_c: c froze at taper_start, anchor_target 0 meant the EMA of s, and the run state held
+    two buffers that now follow from the gate (calibrated, s_ref). It loads as it trained; nothing else may lack."""
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8, taper='internal'))
-    state = {k: v for k, v in model.state_dict().items() if k != 's_ref'}
-    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=state, config={}), tmp_path / 'old.pt')
-    assert load_model(tmp_path / 'old.pt')[0].s_ref.item() == 0
+    args = {k: v for k, v in asdict(model.config).items() if k != 'follow_c'}
+    state = dict(model.state_dict(), calibrated=torch.ones((), dtype=torch.bool), s_ref=torch.zeros(()))
+    torch.save(dict(kind=KIND, model_args=dict(args, anchor_target=0.0), model=state, config={}), tmp_path / 'old.pt')
+    old = load_model(tmp_path / 'old.pt')[0]
+    assert old.config.follow_c is False and old.config.anchor_target is None
     del state['s_ema']                                                # anything else missing is still refused
-    torch.save(dict(kind=KIND, model_args=asdict(model.config), model=state, config={}), tmp_path / 'older.pt')
+    torch.save(dict(kind=KIND, model_args=args, model=state, config={}), tmp_path / 'older.pt')
     with pytest.raises(UserError, match='s_ema'):
         load_model(tmp_path / 'older.pt')
 

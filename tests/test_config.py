@@ -68,7 +68,8 @@ def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
     (['--taper=internal', '--norm=none'], ['taper', 'norm']),
     (['--dropout=1.5'], ['dropout']),
     (['--max_iters=-1'], ['max_iters=-1', '>= 0']),
-    (['--taper=internal', '--level_growth=0.0'], ['level_growth=0.0 must be > 0']),
+    (['--anchor_target=0'], ['anchor_target=0', 'must be > 0']),
+    (['--max_iters=50', '--warmup_iters=100'], ['lr_decay_iters=50 (left out: max_iters)', 'warmup_iters=100']),
     (['config/nope.py'], ['not found']),
 ])
 def test_mistakes_name_the_key(args, words):
@@ -90,7 +91,7 @@ def test_help_says_what_each_key_means():
     for f in dataclasses.fields(TrainConfig):
         line = next(line for line in text.splitlines() if line.strip().startswith(f'--{f.name}='))
         assert len(line.split(None, 1)) == 2, f"--{f.name} has no meaning in --help"
-    assert "--taper_start=None" in text and "once s levels off" in text
+    assert "--taper_start=None" in text and "the end of the lr warmup" in text
 
 
 def test_every_shipped_config_parses_and_runs_alone():
@@ -110,11 +111,12 @@ def test_a_control_is_its_taper_run_with_taper_off(run, control):
 
 
 def test_the_schedule_is_checked_only_where_something_calibrates():
+    short = ['--max_iters=20', '--warmup_iters=2']
     with pytest.raises(UserError, match='taper_start'):
-        parse_config(TrainConfig, ['--taper=internal', '--max_iters=20', '--taper_start=500', '--taper_end=1250'])
+        parse_config(TrainConfig, ['--taper=internal', '--taper_start=500', '--taper_end=1250'] + short)
     with pytest.raises(UserError, match='taper_start'):                   # the anchor's s_tgt is frozen there too
-        parse_config(TrainConfig, ['--norm=none', '--anchor_lambda=0.1', '--max_iters=20', '--taper_start=500'])
-    cfg = parse_config(TrainConfig, ['--taper=off', '--max_iters=20', '--taper_start=500', '--taper_end=1250'])
+        parse_config(TrainConfig, ['--norm=none', '--anchor_lambda=0.1', '--taper_start=500'] + short)
+    cfg = parse_config(TrainConfig, ['--taper=off', '--taper_start=500', '--taper_end=1250'] + short)
     assert cfg.taper_start == 500                                          # a baseline never reads it
 
 

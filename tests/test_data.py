@@ -99,6 +99,19 @@ def test_an_interrupted_preparation_leaves_no_file_under_its_real_name(tmp_path,
     assert not any(name.endswith(('.bin', '.pkl')) for name in os.listdir(tmp_path)), os.listdir(tmp_path)
 
 
+def test_two_runs_preparing_one_dataset_at_once_both_succeed(tmp_path):
+    """A sweep starts two runs at once on a fresh clone: each prepares shakespeare_char into the same folder, each
+    under temporary names of its own, and both publish whole files."""
+    script = os.path.join(REPO, 'data', 'shakespeare_char', 'prepare.py')
+    code = f"import runpy; runpy.run_path({script!r})['prepare'](src={shakespeare_path()!r}, out_dir={str(tmp_path)!r})"
+    runs = [subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)]
+    assert [r.wait(timeout=120) for r in runs] == [0, 0], [r.stderr.read() for r in runs]
+    assert sorted(os.listdir(tmp_path)) == ['meta.pkl', 'train.bin', 'val.bin']
+    n = os.path.getsize(shakespeare_path())                             # tiny Shakespeare is ASCII: a byte a token
+    assert (tmp_path / 'train.bin').stat().st_size + (tmp_path / 'val.bin').stat().st_size == 2 * n
+
+
 @pytest.mark.parametrize('left', [{'train.bin': b''},                                   # what the old code left
                                   {'train.bin': b'', 'val.bin': b'12', 'meta.pkl': b'x'}])  # one empty file
 def test_train_prepares_an_incomplete_folder_again(tmp_path, left):

@@ -56,7 +56,6 @@ def test_a_removed_norm_divides_by_the_average_scale_of_the_tokens_it_saw(norm):
         h = as_the_norm_sees(seen, norm)                                # every token of the step
         ema = FAKELN_DECAY * ema + (1 - FAKELN_DECAY) * torch.sqrt(h.pow(2).mean(-1) + EPS).mean().item()
         m.update_calibration()
-    m.calibrate()
     sigma_avg = ema / (1 - FAKELN_DECAY ** 3)
 
     x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
@@ -133,7 +132,7 @@ def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_ru
     for name, p in weights.named_parameters():
         assert torch.equal(p, model.get_parameter(name)), name
     assert model.config.dropout == 0.1 and model.config.removal == 'fakeln' and model.gate.item() == 1.0
-    assert not bool(model.calibrated) and int(model.ema_steps) == 0 and len(model.taper_norms()) == 4
+    assert model.collecting and int(model.ema_steps) == 0 and len(model.taper_norms()) == 4
 
     summary = train_module.train(cfg)
     assert summary['iter_num'] == 6 and summary['gate'] == 0.0

@@ -41,7 +41,6 @@ def tapered_model(norm='layernorm', taper='internal', bias=False, gate=0.0, seed
         model.train()
         model(idx, idx)
         model.update_calibration()
-        model.calibrate()
         model.set_gate(gate)
     with torch.no_grad():
         for name, p in model.named_parameters():

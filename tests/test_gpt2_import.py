@@ -62,7 +62,7 @@ def test_same_logits_as_transformers(reference, where, taper):
     idx = torch.randint(96, (3, 17), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(full_logits(model, idx), hf(idx).logits)
-    for m in model.taper_norms():  # TaperNorm at g = 1 is the LayerNorm; gamma_t waits for calibrate()
+    for m in model.taper_norms():  # TaperNorm at g = 1 is the LayerNorm; gamma_t waits for its first step
         assert torch.equal(m.weight_t, torch.ones_like(m.weight_t))
     assert len(model.taper_norms()) == {'off': 0, 'internal': 4, 'all': 5}[taper]
 
@@ -131,4 +131,4 @@ def test_train_fine_tunes_a_local_gpt2(reference, tmp_path):
     ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
     assert {k: ckpt['model_args'][k] for k in ('n_layer', 'vocab_size', 'bias', 'taper')} == \
         dict(n_layer=2, vocab_size=96, bias=True, taper='internal')
-    assert summary['gate'] == 0.0 and bool(ckpt['model']['calibrated'])
+    assert summary['gate'] == 0.0 and int(ckpt['model']['ema_steps']) > 0

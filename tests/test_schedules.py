@@ -5,7 +5,7 @@ import pytest
 
 from configurator import UserError, parse_config
 from model import GPT, GPTConfig
-from train import TrainConfig, calibration_due, get_gate, get_lr
+from train import TrainConfig, get_gate, get_lr, schedule_warning
 
 
 def test_gate_is_one_through_taper_start_then_a_half_cosine_to_zero():
@@ -42,7 +42,7 @@ def test_gate_rejects_an_empty_or_reversed_taper(start, end):
 ])
 def test_the_config_rejects_a_schedule_outside_the_run(overrides, key):
     with pytest.raises(UserError, match=key):
-        parse_config(TrainConfig, ['--max_iters=2000', '--taper=internal'] + overrides)
+        parse_config(TrainConfig, ['--max_iters=2000', '--warmup_iters=100', '--taper=internal'] + overrides)
 
 
 def test_eval_only_still_needs_an_ordered_schedule_but_not_one_inside_max_iters():
@@ -54,49 +54,51 @@ def test_eval_only_still_needs_an_ordered_schedule_but_not_one_inside_max_iters(
     assert (cfg.taper_start, cfg.taper_end) == (500, 1250)
 
 
-@pytest.mark.parametrize('start,expected_end', [(400, 1000), (200, 875), (1999, 2000), (1990, 1994)])
-def test_a_set_taper_start_tapers_over_three_eighths_of_what_is_left(start, expected_end):
-    """400 -> 1000 of 2000: the main job's schedule; 1999: the taper takes the one step that is left."""
-    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', f'--taper_start={start}'])
-    assert (cfg.taper_start, cfg.taper_end) == (start, expected_end)
+@pytest.mark.parametrize('max_iters,warmup,expected', [
+    (2000, 100, (100, 1050, 2000)),      # the main job: g = 1 through the warmup, 0 half-way through the rest
+    (300, 100, (100, 200, 300)),         # a short run keeps the shape: warmup, taper, as many steps at g = 0
+    (4000, 100, (100, 2050, 4000)),
+    (101, 100, (100, 101, 101)),         # one step left: the taper takes it
+])
+def test_left_out_the_schedules_follow_the_run_length(max_iters, warmup, expected):
+    cfg = parse_config(TrainConfig, ['--taper=internal', f'--max_iters={max_iters}', f'--warmup_iters={warmup}'])
+    assert (cfg.taper_start, cfg.taper_end, cfg.lr_decay_iters) == expected
+    assert get_gate(cfg.max_iters, cfg.taper_start, cfg.taper_end) == 0.0   # every run that tapers ends foldable
+    assert get_lr(cfg.max_iters, cfg) == cfg.min_lr                        # and with its learning rate decayed
 
 
-def test_left_out_the_calibration_point_is_found_during_the_run():
-    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=100'])
-    assert (cfg.taper_start, cfg.taper_end, cfg.level_window, cfg.level_growth) == (None, None, 100, 0.05)
-    with pytest.raises(UserError, match='neither'):  # an end needs its start
-        parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--taper_end=1000'])
-    with pytest.raises(UserError, match='warmup_iters=3000'):  # it never calibrates inside the warmup
-        parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=3000'])
-    parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=3000', '--decay_lr=False'])
+def test_a_set_schedule_is_kept_and_no_warmup_starts_the_taper_at_once():
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=100', '--taper_start=400'])
+    assert (cfg.taper_start, cfg.taper_end) == (400, 1200)                # half of what follows the set start
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=100', '--taper_start=400',
+                                     '--taper_end=1000', '--lr_decay_iters=1500'])
+    assert (cfg.taper_start, cfg.taper_end, cfg.lr_decay_iters) == (400, 1000, 1500)
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--decay_lr=False'])
+    assert (cfg.taper_start, cfg.taper_end) == (0, 1000)                 # no warmup to wait for
 
 
-def test_calibration_is_due_once_s_levels_off_never_in_the_warmup_and_at_the_latest_half_way():
-    cfg = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=300'])
-    assert not calibration_due(200, cfg, growth=0.0)               # level, but inside the warmup
-    assert not calibration_due(300, cfg, growth=0.0)               # ... a window that was all warmup
-    assert calibration_due(400, cfg, growth=0.0)                   # level over a whole window after it
-    assert calibration_due(600, cfg, growth=0.049)                 # grew by less than 5% over the window
-    assert not calibration_due(600, cfg, growth=0.051)             # still growing
-    assert not calibration_due(650, cfg)                           # between window ends: s is not read
-    assert not calibration_due(900, cfg, growth=math.inf)          # no level window yet: not before half-way
-    assert calibration_due(1000, cfg) and calibration_due(1000, cfg, growth=1.0)  # half-way: at the latest
-    late = parse_config(TrainConfig, ['--taper=internal', '--max_iters=2000', '--warmup_iters=1500'])
-    assert not calibration_due(1000, late) and calibration_due(1500, late)  # ... but never inside the warmup
-    flat = parse_config(TrainConfig, ['--taper=internal', '--warmup_iters=1500', '--decay_lr=False'])
-    assert calibration_due(100, flat, growth=0.0)                  # no warmup (a run's first window: inf)
+def test_a_warmup_longer_than_the_run_is_refused_naming_both():
+    with pytest.raises(UserError, match=r'lr_decay_iters=50 \(left out: max_iters\) must exceed warmup_iters=100'):
+        parse_config(TrainConfig, ['--taper=internal', '--max_iters=50', '--warmup_iters=100'])
+    with pytest.raises(UserError, match='taper_start=100, taper_end=101, max_iters=50'):  # the lr need not decay
+        parse_config(TrainConfig, ['--taper=internal', '--max_iters=50', '--warmup_iters=100', '--lr_decay_iters=200'])
 
 
-def test_s_growth_compares_the_bias_corrected_ema_of_s_with_its_value_a_window_ago():
-    """The EMA of s starts at 0: after k steps of a constant s it is s (1 - d^k), and bias-corrected exactly s."""
-    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8, taper='internal'))
-    d = model.config.ema_decay
-    for k, s, growth in ((100, 2.0, math.inf), (200, 2.2, 0.1), (300, 2.2, 0.0), (400, 2.09, -0.05)):
-        model.s_ema.fill_(s * (1 - d ** k))
-        model.ema_steps.fill_(k)
-        # float32 buffers: a few roundings of 2^-24 each on values near 1
-        assert model.s_growth() == (growth if math.isinf(growth) else pytest.approx(growth, abs=1e-6)), k
-        assert model.s_ref.item() == pytest.approx(s, rel=1e-6)       # the next window compares with this
+@pytest.mark.parametrize('args,warns', [
+    (['--max_iters=300'], False),                          # a taper of 100 steps: as long as c's EMA averages over
+    (['--max_iters=298'], True),                           # 99 steps: too short for c to follow the stream
+    (['--max_iters=2000', '--taper_start=400', '--taper_end=450'], True),
+    (['--max_iters=298', '--follow_c=False'], False),     # c is frozen at taper_start anyway: nothing to follow
+    (['--max_iters=298', '--removal=fakeln'], False),      # FakeLN switches each norm at once
+    (['--max_iters=298', '--taper=off'], False),
+])
+def test_a_taper_shorter_than_the_ema_of_c_warns_in_one_line_with_the_fix(args, warns):
+    cfg = parse_config(TrainConfig, ['--taper=internal', '--warmup_iters=100'] + args)
+    warning = schedule_warning(cfg)
+    assert (warning is not None) == warns
+    if warns:
+        assert warning.startswith('warning: ') and '\n' not in warning
+        assert f'taper_start={cfg.taper_start} to taper_end={cfg.taper_end}' in warning and 'max_iters >= ' in warning
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():

@@ -16,7 +16,7 @@ import train
 from configurator import UserError, parse_config
 
 TINY = ("--max_iters=30 --lr_decay_iters=30 --warmup_iters=2 --eval_interval=10 --eval_iters=2 --log_interval=5 "
-        "--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4 --taper_start=6")  # calibrate inside
+        "--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --batch_size=4 --taper_start=6 --taper_end=12")  # inside
 
 
 def write_log(out_dir, lr, seed, final, segments=((None, 0, None),), max_iters=20, s=1.0, n_embd=8, source=None):

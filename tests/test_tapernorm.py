@@ -18,12 +18,11 @@ def tiny(norm='layernorm', taper='internal', bias=True, **kw):
 
 
 def calibrated(m):
-    """Run one training forward so the EMAs hold something, then freeze the calibration."""
+    """Run one training forward and step of statistics, so that c holds something and the gate may leave 1."""
     m.train()
     x = torch.randint(0, m.config.vocab_size, (2, 16))
     m(x, x)
     m.update_calibration()
-    m.calibrate()
     return m
 
 
@@ -68,16 +67,31 @@ def test_gate_one_is_the_ordinary_norm_and_zero_the_scaling_and_between_the_mix(
         torch.testing.assert_close(tn(x, m.gate), mix, rtol=1e-12, atol=1e-12)
 
 
-def test_before_calibration_the_gate_cannot_leave_one():
+def test_before_a_step_of_statistics_the_gate_cannot_leave_one():
     m = tiny()
-    with pytest.raises(RuntimeError, match='calibrate'):
+    with pytest.raises(RuntimeError, match='update_calibration'):
         m.set_gate(0.5)
 
 
+def hand_step(m, tn, seen_in, seen_h, kind, gamma_t, ema):
+    """One optimizer step's forwards, and the EMAs of num, den (METHOD.md §3) and s that it should leave, by hand."""
+    one_step_of_forwards(m, seen_in, seen_h)
+    h = as_the_norm_sees(seen_in, kind)                                 # all tokens of the step
+    scale = torch.sqrt(h.pow(2).mean(-1) + EPS)                         # s(h) or r(h)
+    gamma = tn.weight.detach().double()
+    num = ((h * gamma_t) * (h * gamma)).sum(-1) / scale                 # <h gamma_t, h gamma> / r(h)
+    den = (h * gamma_t).pow(2).sum(-1)
+    hf = as_the_norm_sees(seen_h, kind)
+    s = torch.sqrt(hf.pow(2).mean(-1) + EPS).mean().item()
+    return [0.99 * e + 0.01 * v for e, v in zip(ema, (num.mean().item(), den.mean().item(), s))]
+
+
 @pytest.mark.parametrize('kind', ['layernorm', 'rmsnorm'])
-def test_calibration_matches_a_hand_computed_ema_ratio(kind):
-    """Three optimizer steps of two micro-batches each; c = EMA(num) / EMA(den), s_tgt bias-corrected."""
-    m = tiny(kind, anchor_lambda=0.1)
+@pytest.mark.parametrize('follow_c', [True, False])
+def test_c_is_a_hand_computed_ema_ratio_that_follows_its_statistics_until_the_gate_reaches_zero(kind, follow_c):
+    """Three steps at g = 1: c = EMA(num) / EMA(den), gamma_t a copy of gamma, s_tgt the bias-corrected EMA of s.
+    Then g = 0.5: s_tgt and gamma_t stay, c follows (the paper's rule, follow_c=False: it stays); at g = 0 it stays."""
+    m = tiny(kind, anchor_lambda=0.1, follow_c=follow_c)
     with torch.no_grad():
         for tn in m.taper_norms():  # a non-identity gamma, so the copy into gamma_t shows
             tn.weight.mul_(1 + 0.5 * torch.rand_like(tn.weight))
@@ -87,30 +101,33 @@ def test_calibration_matches_a_hand_computed_ema_ratio(kind):
     m.transformer.ln_f.register_forward_pre_hook(lambda mod, args: seen_h.append(args[0].detach().double()))
     m.train()
     assert not torch.equal(tn.weight_t, tn.weight)                      # gamma_t starts at ones
-    ema_num = ema_den = ema_s = 0.0
-    gamma = tn.weight.detach().double()
+    ema = [0.0, 0.0, 0.0]
     for step in range(3):
-        one_step_of_forwards(m, seen_in, seen_h)
-        h = as_the_norm_sees(seen_in, kind)                             # all tokens of the step
-        scale = torch.sqrt(h.pow(2).mean(-1) + EPS)                     # s(h) or r(h)
-        hg2 = (h * gamma).pow(2).sum(-1)
-        ema_num = 0.99 * ema_num + 0.01 * (hg2 / scale).mean().item()
-        ema_den = 0.99 * ema_den + 0.01 * hg2.mean().item()
-        hf = as_the_norm_sees(seen_h, kind)
-        ema_s = 0.99 * ema_s + 0.01 * torch.sqrt(hf.pow(2).mean(-1) + EPS).mean().item()
+        ema = hand_step(m, tn, seen_in, seen_h, kind, tn.weight.detach().double(), ema)  # gamma_t is gamma at g = 1
         m.update_calibration()
-    m.calibrate()
-    assert tn.c.item() == pytest.approx(ema_num / ema_den, rel=1e-5)
-    assert m.s_tgt.item() == pytest.approx(ema_s / (1 - 0.99 ** 3), rel=1e-5)
+    assert tn.c.item() == pytest.approx(ema[0] / ema[1], rel=1e-5)
+    assert m.s_tgt.item() == pytest.approx(ema[2] / (1 - 0.99 ** 3), rel=1e-5)
     assert torch.equal(tn.weight_t, tn.weight)                          # gamma_t is a copy of gamma
     assert tn.weight_t.data_ptr() != tn.weight.data_ptr()
-    frozen = tn.c.clone(), tn.weight_t.detach().clone()
+
+    m.set_gate(0.5)
+    s_tgt, gamma_t, c_at_one = m.s_tgt.clone(), tn.weight_t.detach().clone(), tn.c.clone()
     with torch.no_grad():
-        tn.weight.mul_(2)                                                # gamma trains on ...
+        tn.weight.mul_(2)                                                # gamma trains on, apart from gamma_t
+    ema = hand_step(m, tn, seen_in, seen_h, kind, gamma_t.double(), ema)
+    m.update_calibration()
+    assert torch.equal(m.s_tgt, s_tgt) and torch.equal(tn.weight_t, gamma_t)
+    if follow_c:
+        assert tn.c.item() == pytest.approx(ema[0] / ema[1], rel=1e-5) and tn.c.item() != c_at_one.item()
+    else:
+        assert torch.equal(tn.c, c_at_one)
+
+    m.set_gate(0.0)
+    frozen = tn.c.clone()
     x = torch.randint(0, 37, (3, 16))
     m(x, x)
-    m.update_calibration()                                              # ... but c and gamma_t stay frozen
-    assert torch.equal(tn.c, frozen[0]) and torch.equal(tn.weight_t, frozen[1])
+    m.update_calibration()
+    assert torch.equal(tn.c, frozen) and torch.equal(tn.weight_t, gamma_t)
 
 
 def test_gamma_t_gets_no_gradient_or_update_before_calibration():

@@ -14,7 +14,10 @@ from reference import ROUND, assert_matches_reference, float64_reference, synthe
 import train as train_module
 from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
-from train import train
+from configurator import parse_config
+from train import TrainConfig, get_gate, schedule_warning, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def read_log(out_dir):
@@ -36,11 +39,12 @@ def test_a_tapered_model_trains_to_gate_zero(shakespeare_slice, tmp_path, norm, 
     assert recs[-1]['kind'] == 'done' and recs[-1]['iter'] == 120 and recs[-1]['wall_s'] > 0
     assert all(math.isfinite(v) for r in recs if r['kind'] != 'header' for v in r.values() if isinstance(v, float))
     assert evals[-1]['val'] < evals[0]['val'] - 0.7                       # 4.2 (uniform over 65) down well past it
-    final_gate = 0.0 if taper != 'off' else 1.0                         # a model with nothing to taper keeps g = 1
+    final_gate = 0.0 if taper != 'off' or anchor else 1.0               # the gate times the anchor's target too
     assert summary['gate'] == final_gate and summary['iter_num'] == 120
     m = GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'ckpt.pt')))
-    assert m.gate.item() == final_gate and bool(m.calibrated)
+    assert m.gate.item() == final_gate
     if taper != 'off':
+        assert not m.collecting                                         # c is frozen at g = 0
         assert all(tn.c.item() != 1.0 for tn in m.taper_norms())         # calibrated from statistics
     if anchor:
         assert m.s_tgt.item() > 0
@@ -49,32 +53,37 @@ def test_a_tapered_model_trains_to_gate_zero(shakespeare_slice, tmp_path, norm, 
     assert lines[0].split(' | eta ')[1].count(':') == 2                  # and the time left, h:mm:ss
 
 
-def test_calibration_includes_the_step_at_taper_start(shakespeare_slice, tmp_path, monkeypatch):
-    """taper_start = 0 works: step 0's statistics are in the EMAs when calibrate() freezes c."""
+@pytest.mark.parametrize('follow_c,last_moved', [(True, 3), (False, 1)])
+def test_c_follows_its_statistics_through_the_last_step_before_the_gate_reaches_zero(
+        shakespeare_slice, tmp_path, monkeypatch, follow_c, last_moved):
+    """taper_start 1, taper_end 4: c takes the statistics of every step with g > 0, 0 to 3, and none after; under the
+    paper's rule (follow_c=False) those of steps 0 and 1, the last at g = 1."""
     seen = []
-    calibrate = GPT.calibrate
-    monkeypatch.setattr(GPT, 'calibrate', lambda self: seen.append(int(self.ema_steps)) or calibrate(self))
-    summary = train(run_config(shakespeare_slice, tmp_path, taper='internal', taper_start=0, taper_end=4))
-    assert seen == [1] and summary['gate'] == 0.0
-    seen.clear()
-    train(run_config(shakespeare_slice, tmp_path / 'later', taper='internal', taper_start=3, taper_end=6))
-    assert seen == [4]                                                  # steps 0, 1, 2 and 3 itself
+    update = GPT.update_calibration
+    monkeypatch.setattr(GPT, 'update_calibration', lambda self: update(self) or seen.append(
+        (self.gate.item(), self.taper_norms()[0].c.item())))
+    summary = train(run_config(shakespeare_slice, tmp_path, taper='internal', taper_start=1, taper_end=4,
+                               follow_c=follow_c))
+    gates, c = zip(*seen)
+    expected = [get_gate(k, 1, 4) for k in range(5)]                   # 1, 1, 0.75, 0.25, 0 (held in float32)
+    assert gates[:5] == pytest.approx(expected, rel=0, abs=2 ** -24) and summary['gate'] == 0.0
+    moved = [k for k in range(1, len(c)) if c[k] != c[k - 1]]
+    assert moved[-1] == last_moved and all(k in moved for k in range(1, last_moved + 1))
 
 
-def test_the_run_calibrates_after_the_first_window_in_which_s_grew_less_than_level_growth(shakespeare_slice,
-                                                                                         tmp_path, monkeypatch):
-    """s_growth() is read at each window's end only, and the loop keeps to the threshold (growths scripted here:
-    s_growth's own values are tested in test_schedules.py)."""
-    growths = iter([math.inf, 0.5, 0.2, 0.04, 0.0])
-    monkeypatch.setattr(GPT, 's_growth', lambda self: next(growths))
-    cfg = run_config(shakespeare_slice, tmp_path, taper='internal', max_iters=20, lr_decay_iters=20, level_window=2,
-                     eval_interval=20)
-    summary = train(cfg)
-    with open(tmp_path / 'log.jsonl') as f:
-        found = [rec for rec in map(json.loads, f) if rec['kind'] == 'calibrate']
-    assert found == [dict(kind='calibrate', taper_start=7, taper_end=12)]  # after step 7 (windows end at 2, 4, 6, 8)
-    assert next(growths) == 0.0 and summary['gate'] == 0.0                 # four windows read, no more
-    assert cfg.taper_start is None                                         # the caller's config is left as it was
+def test_a_short_run_tapers_to_gate_zero_without_running_away(shakespeare_slice, tmp_path):
+    """The main job cut to 300 steps (METHOD.md §4): it used to freeze c half-way, s still growing, and ran away after
+    g = 0 (s ten times what c was fitted to, the loss climbing). With c following its statistics to g = 0 and the
+    schedules following max_iters, it ends at g = 0 with s near where c froze and the loss still falling."""
+    cfg = parse_config(TrainConfig, [os.path.join(REPO, 'config', 'taper.py'), f'--data_root={shakespeare_slice}',
+                                     f'--out_dir={tmp_path}', '--device=cpu', '--max_iters=300', '--eval_interval=300',
+                                     '--eval_iters=5', '--log_interval=10'])
+    assert schedule_warning(cfg) is None and (cfg.taper_start, cfg.taper_end) == (100, 200)
+    assert train(cfg)['gate'] == 0.0
+    logged = [r for r in read_log(tmp_path) if r['kind'] == 'train']
+    closed = [r for r in logged if r['gate'] == 0.0]                    # c frozen: every record has s_drift
+    assert closed and all(r['s_drift'] < train_module.RUNAWAY for r in closed)
+    assert closed[-1]['loss'] < closed[0]['loss']                       # still learning at g = 0
 
 
 def test_weight_decay_falls_on_matrices_only():
