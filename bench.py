@@ -11,9 +11,11 @@ $ python bench.py                  # the paper's benchmark model (random weights
 $ python bench.py --vocab_size=50304 --n_embd=384 --n_head=6   # GPT-2's vocabulary instead: the output layer dominates
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
 time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs), a
-ratio one of minima; --compile adds compiled cells. The last line printed is one JSON record holding every figure.
+ratio one of minima; --compile adds compiled cells. One JSON record holds every figure: the last line printed, or
+the file --out names.
 """
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -58,7 +60,8 @@ class BenchConfig:
     device: str = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', ...
     dtype: str = 'auto'             # CUDA: bf16 weights for inference, bf16 autocast for training; CPU: float32
     seed: int = 1337                # weights and tokens
-    quick: bool = False             # a tiny model on a tiny grid, seconds: for tests
+    quick: bool = False             # a tiny model on a tiny grid, seconds: for tests (its ratios are noise)
+    out: str = ''                   # write the JSON record of every figure here; '' prints it as the last line
 
 
 def resolve(cfg, cuda):
@@ -185,6 +188,8 @@ def bench(cfg, device):
           f"{dtype_name} | {cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary {cfg.vocab_size}")
     print(f"time per variant: the minimum of {cfg.repeats} interleaved repeats of {cfg.iters} iteration(s), after "
           f"{cfg.warmup} warm-up(s); a ratio a/b is b's time over a's (above 1: a is faster)")
+    if cfg.quick:
+        print("--quick: a 2-layer model timed twice a cell, which checks that every cell runs; its ratios are noise")
     results, ratios, params = [], [], {}
     for compiled in ([False, True] if cfg.compile else [False]):
         for mode in csv(cfg.modes):
@@ -213,9 +218,16 @@ def bench(cfg, device):
                            for a, b in pairs]
                 print(f"{B:>3} {T:>4} |" + ''.join(f"{steps[v][1] / best[v]:>11,.0f}" for v in names) + " |"
                       + ''.join(f"{best[b] / best[a]:>19.3f}x" for a, b in pairs))
-    print(json.dumps(dict(bench='nanotaper', device=device_name(device), torch=torch.__version__, commit=git_commit(),
-                          dtype=dtype_name, estimator='min', config=asdict(cfg), params=params, results=results,
-                          ratios=ratios)))
+    record = json.dumps(dict(bench='nanotaper', device=device_name(device), torch=torch.__version__,
+                             commit=git_commit(), dtype=dtype_name, estimator='min', config=asdict(cfg), params=params,
+                             results=results, ratios=ratios))
+    if not cfg.out:
+        print(record)
+        return results, ratios
+    with open(f"{cfg.out}.tmp", 'w') as f:  # renamed when whole, as checkpoints are
+        f.write(record + '\n')
+    os.replace(f"{cfg.out}.tmp", cfg.out)
+    print(f"\nwrote every figure to {cfg.out} (python experiments/report.py --bench={cfg.out} makes the table)")
     return results, ratios
 
 

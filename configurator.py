@@ -97,7 +97,7 @@ def literal(text):
 def usage(cls):
     """--help: every key, its default, and the comment beside it in cls's source."""
     comments = dict(re.findall(r'^\s+(\w+):[^#\n]*#\s*(.*)$', inspect.getsource(cls), re.M))
-    return '\n'.join([f"usage: python {os.path.basename(sys.argv[0])} [config.py ...] [--key=value ...]", ""] + [
+    return '\n'.join([f"usage: python {os.path.relpath(sys.argv[0])} [config.py ...] [--key=value ...]", ""] + [
         f"  --{f.name}={f.default!r}".ljust(34) + f"  {comments.get(f.name, '')}" for f in dataclasses.fields(cls)])
 
 

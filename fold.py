@@ -48,8 +48,8 @@ def fold_refusal(model):
         return "this model is already folded"
     g = model.gate.item()
     if g > 0:
-        return (f"the gate is {g:.4g}, {g:.4g} above 0: the norms still compute per-token statistics and only the "
-                "g = 0 map folds exactly; train on to taper_end (where the gate reaches 0), then fold")
+        return (f"the gate is {g:.4g}, not 0: the norms still compute per-token statistics and only the g = 0 map "
+                "folds exactly; train on to taper_end (where the gate reaches 0), then fold")
     return None
 
 
@@ -102,8 +102,9 @@ def main(cfg):
         x, source = torch.randint(model.config.vocab_size, (cfg.batch_size * T,), generator=gen), "random tokens"
     x, y = x.view(cfg.batch_size, T)[:, :-1], x.view(cfg.batch_size, T)[:, 1:].contiguous()
     (logits, _, parts), (logits_f, _, parts_f) = model(x, y), folded(x, y)
-    print(f"folded {len(model.taper_norms())} TaperNorms: {model.get_num_params():,} -> {folded.get_num_params():,} "
-          f"parameters; on {cfg.batch_size} x {T} tokens ({source}):")
+    kind = 'FakeLN' if model.config.removal == 'fakeln' else 'TaperNorm'
+    print(f"folded {len(model.taper_norms())} norms ({kind}): {model.get_num_params():,} -> "
+          f"{folded.get_num_params():,} parameters; on {cfg.batch_size} x {T} tokens ({source}):")
     print(f"  max |logit difference| {(logits - logits_f).abs().max().item():.3e} (logits up to "
           f"{logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")
     out = cfg.out or os.path.join(os.path.dirname(cfg.ckpt), 'ckpt_folded.pt')

@@ -80,6 +80,7 @@ class TrainConfig:
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
     compile: bool = False                # torch.compile the model
     seed: int = 1337                     # weights, batches and dropout all follow from it
+    threads: int = 0                     # CPU threads for torch; 0: torch's default (results/ used 1: see README)
 
     def __post_init__(self):
         # Left out, the schedules follow from the run's length (METHOD.md §4), written here so that the log shows
@@ -99,6 +100,8 @@ def validate(cfg):
                 'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
+    if cfg.threads < 0:
+        raise ValueError(f"threads={cfg.threads} must be >= 0 (0: torch's default)")
     if cfg.max_iters < 0 or cfg.warmup_iters < 0:
         raise ValueError(f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0")
     training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
@@ -373,10 +376,12 @@ def train(cfg):
     dtype = pick_dtype(cfg.dtype, device)
     ctx = autocast(device, dtype)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # the order of float sums, so a CPU run's last digits, depends on it
     if master:
         os.makedirs(cfg.out_dir, exist_ok=True)
         print(f"tokens per iteration: {cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size:,} "
-              f"({device}, {dtype})")
+              f"({device}, {dtype}, {torch.get_num_threads()} CPU threads)")
     data_dir = prepare_data(cfg) if master else os.path.join(cfg.data_root, cfg.dataset)
     if ddp:
         barrier()  # the other ranks wait while rank 0 prepares
@@ -395,7 +400,9 @@ def train(cfg):
     del ckpt  # free the memory
     raw_model, gptconf = model, model.config  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
     if master:
-        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}")
+        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
+              f"removal={gptconf.removal}" + (f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})"
+                                              if source else ""))
     removals = len(raw_model.taper_norms()) if gptconf.removal == 'fakeln' else 0  # FakeLN: one at a time
     if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, removals + 4)

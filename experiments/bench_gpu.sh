@@ -27,18 +27,17 @@ step() {  # step NAME COMMAND...: run it, keep its whole output in $OUT/NAME.txt
   git rev-parse --short HEAD 2>/dev/null; } | tee "$OUT/summary.txt"
 
 if [ -n "${QUICK:-}" ]; then
-  step bench $PY bench.py --quick
+  step bench $PY bench.py --quick --out="$OUT/bench.json"
   step tests $PY -m pytest -q tests/test_cuda.py tests/test_fold.py
   step train $PY train.py config/taper.py --out_dir="$OUT/taper" --max_iters=200 --lr_decay_iters=200 \
        --warmup_iters=10 --eval_interval=100 --eval_iters=5 --log_interval=50
   step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
 else
-  step bench $PY bench.py --iters=20 --decode_tokens=16  # eager decoding is host-bound there: ~3 ms a token
+  step bench $PY bench.py --iters=20 --decode_tokens=16 --out="$OUT/bench.json"  # eager decoding: ~3 ms a token
   step tests $PY -m pytest -q tests/test_cuda.py
   step train $PY train.py config/taper.py --out_dir="$OUT/taper" --log_interval=250
   step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
   step bench_compiled timeout "${COMPILE_S:-180}" $PY bench.py --compile --modes=last --batch_sizes=1 --seq_lens=256
 fi
-grep '^{' "$OUT/bench.txt" | tail -n 1 > "$OUT/bench.json"  # bench.py's last line: every figure
 rm -f "$OUT/taper/ckpt.pt" "$OUT/taper/ckpt_folded.pt"    # too large to bring back; the log and outputs stay
 exit $status

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 from configurator import UserError, run_main  # noqa: E402
 
-PAIRS = (('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))
+PAIRS = (('taper_ln_follow', 'layernorm'), ('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))  # taper, baseline
 REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
 HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
                 ('finetune_taper_start200', 'finetune_taper'), ('finetune_fakeln_start200', 'finetune_fakeln'))
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
-SIZES = ('layernorm', 'taper_ln_start400', 'taper_ln')  # the size series; _start400 calibrates at 400 (METHOD.md §4)
+SIZES = ('layernorm', 'taper_ln_start400', 'taper_ln', 'taper_ln_follow')  # the size series (METHOD.md §4)
+LENGTHS = (300, 600, 1000, 2000, 4000)  # the main job run shorter and longer: <variant>-it<n> (2000: no suffix)
+RATES = ((64, 8e-3), (64, 1.6e-2), (256, 1e-3), (256, 2e-3), (256, 4e-3))  # (width, lr) where old rules were tested
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
@@ -81,6 +83,8 @@ def load_runs(sweep_dir):
                          max_iters=cfg['max_iters'],  # the calibration point as set, or as the run found it:
                          **{k: run.get('calibrate', cfg)[k] for k in ('taper_start', 'taper_end')}, s=last['s'],
                          largest_s=max(rec['s'] for rec in run['train'].values() if math.isfinite(rec['s'])),
+                         largest_s_drift=max((rec['s_drift'] for rec in run['train'].values() if 's_drift' in rec),
+                                             default=None),  # s over its value when c froze (train.py)
                          logit_norm=last['logit_norm'], fold_max_logit_diff=run.get('fold', {}).get('max_logit_diff'),
                          wall_s=(run['done'] or {}).get('wall_s'), commit=run['header']['commit'],
                          out_dir=os.path.dirname(path), log=run))
@@ -162,10 +166,15 @@ def provenance(runs):
                 f"commit {', '.join(commits)}; {', '.join(devices)}."]
 
 
+def main_job(runs):
+    """The runs of the main job as config/taper.py sets it: no fine-tune, no other width or length."""
+    return [r for r in runs if not r['source'] and '-8x' not in r['variant'] and '-it' not in r['variant']]
+
+
 def tables(runs):
     """The main job's (tuning, tables): the tapered models against their baselines, the final norm, the
     calibration point."""
-    best = best_rates(runs := [r for r in runs if not r['source'] and '-8x' not in r['variant']])  # the main job's
+    best = best_rates(runs := main_job(runs))
     tuning = lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best, "Training while the norms taper")
     lines = ["Each variant at its own best learning rate (results/results.md: every rate tried); the tapered model "
              "against its baseline, paired by seed (same initial weights and batches), with a 95% confidence interval "
@@ -239,6 +248,40 @@ def size_tables(runs):
     return tuning, '\n'.join(lines + provenance(runs)) + '\n'
 
 
+def same_seed_s(runs, v, base, lr):
+    """The largest s of v's runs at lr over its same-seed layernorm run's: the worst ratio, over the seeds both have."""
+    s = {(r['variant'], r['seed']): r['largest_s'] for r in runs if r['learning_rate'] == lr}
+    ratios = [s[(v, seed)] / s[(base, seed)] for (w, seed) in s if w == v and (base, seed) in s]
+    return f"{max(ratios):.2f}x" if ratios else ""
+
+
+def robust_tables(runs):
+    """The default schedule against layernorm where the old rules broke: the main job at other lengths, and other
+    widths and rates; the rules it replaced as comparison rows. Each row paired by seed with layernorm there."""
+    cells = [(f"{n} steps", '' if n == 2000 else f'-it{n}', 4e-3) for n in LENGTHS]
+    cells += [(f"8x{w}, lr {lr:g}", f'-8x{w}', lr) for w, lr in RATES]
+    lines = ["The default (taper_ln_follow: c follows its statistics to g = 0, the gate closing over half the steps "
+             "after the warmup) against layernorm in the same setting, paired by seed with a 95% interval; beside it "
+             "the rules it replaced where they ran (taper_ln, _start400: c frozen at 400; taper_ln-8x*, _auto: frozen "
+             "once s levelled off). The largest s of a run over its same-seed layernorm run's (the worst seed), and "
+             "the largest s_drift (s over its value when c froze; train.py flags 4x as a runaway):", ""]
+    lines += head('setting', *VS, 'vs layernorm (paired)', '95% CI', 'relative', 'largest s vs layernorm', 's_drift')
+    shown = []
+    for setting, suffix, lr in cells:
+        base = 'layernorm' + suffix
+        tapers = [v + suffix for v in ('taper_ln_follow', 'taper_ln', 'taper_ln_start_auto', 'taper_ln_start400')]
+        here = [v for v in [base] + tapers if any((r['variant'], r['learning_rate']) == (v, lr) for r in runs)]
+        if base not in here or len(here) < 2:
+            continue
+        shown += [r for r in runs if r['variant'] in here and r['learning_rate'] == lr]
+        for v in here:
+            drift = [r['largest_s_drift'] for r in runs if (r['variant'], r['learning_rate']) == (v, lr)]
+            lines.append(f"| {setting} " + vs_row(runs, {v: lr, base: lr}, v, base,
+                                                  lambda rs: "" if v == base else same_seed_s(runs, v, base, lr),
+                                                  lambda rs: "" if None in drift else f"{max(drift):.2f}"))
+    return ('', '\n'.join(lines + provenance(shown)) + '\n') if shown else ('', '')
+
+
 def bench_table(record):
     """bench.py's JSON record as a table of tokens/s ratios per cell (the paper's RMSNorm rows first, then LayerNorm's,
     then the control), with the device, shape and estimator, the control's spread and the training step's cost."""
@@ -273,14 +316,15 @@ def mean_curve(rs, kind, key):
 
 
 def save(fig, legend_ax, path):
-    legend_ax.legend(fontsize=8)
+    if legend_ax.get_legend_handles_labels()[0]:  # (a plot of no labelled line has no legend)
+        legend_ax.legend(fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches='tight')
 
 
 def plot(runs, out, plt):
     """val_loss.png: the main variants at their best rates; scale.png: s and logit norm of the ablations;
     size_cost.png: the relative cost of tapering against the parameter count."""
-    main = [r for r in runs if not r['source'] and '-8x' not in r['variant']]
+    main = main_job(runs)
     best, by = best_rates(main), group(main, 'variant', 'learning_rate')
     fig, ax = plt.subplots(figsize=(8, 5))
     for v in (v for v in ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms') if v in best):
@@ -347,7 +391,8 @@ def main(cfg):
         writer = csv.DictWriter(f, [k for k in runs[0] if k not in ('out_dir', 'log')], extrasaction='ignore')
         writer.writeheader()
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
-    sections = {'results': tables(runs), 'finetune': finetune_tables(runs), 'size': size_tables(runs)}
+    sections = {'results': tables(runs), 'robust': robust_tables(runs), 'finetune': finetune_tables(runs),
+                'size': size_tables(runs)}
     with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has all but the tuning
         f.write('\n'.join(part for parts in sections.values() for part in parts if part))
     plot(runs, cfg.out, plt)

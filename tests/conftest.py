@@ -12,6 +12,11 @@ os.environ.setdefault('TIKTOKEN_CACHE_DIR', os.path.join(SHARED, 'data', 'tiktok
 OFFLINE = dict(https_proxy='http://127.0.0.1:9', http_proxy='http://127.0.0.1:9', HF_HUB_OFFLINE='1')  # fails fast
 
 
+def pytest_configure(config):
+    # torch.compile's own internals call the deprecated torch.jit.script_method (torch 2.13): not this code's
+    config.addinivalue_line('filterwarnings', 'ignore:`torch.jit.script_method` is deprecated:DeprecationWarning')
+
+
 def shakespeare_path():
     for path in (os.path.join(SHARED, 'data', 'tinyshakespeare.txt'),
                  os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt')):

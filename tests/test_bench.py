@@ -54,6 +54,14 @@ def test_bench_quick_emits_every_figure(capsys):
     assert sum('tokens/s | ratios' in line for line in lines) == 3   # a human-readable table per mode first
 
 
+def test_with_out_the_record_goes_to_a_file_and_the_screen_says_the_quick_ratios_are_noise(tmp_path, capsys):
+    bench_main(parse_config(BenchConfig, ['--quick', '--device=cpu', '--modes=last', f'--out={tmp_path / "b.json"}']))
+    screen = capsys.readouterr().out
+    assert '{' not in screen and 'its ratios are noise' in screen and str(tmp_path / 'b.json') in screen
+    record = json.loads((tmp_path / 'b.json').read_text())
+    assert record['config']['out'] == str(tmp_path / 'b.json') and {r['mode'] for r in record['results']} == {'last'}
+
+
 @pytest.mark.parametrize('args,words', [(['--modes=last,fast'], 'modes'), (['--seq_lens=1024'], 'block_size'),
                                         (['--batch_sizes=1,x'], 'comma-separated')])
 def test_a_bad_grid_is_refused_naming_the_option(args, words):

@@ -46,6 +46,10 @@ def test_values_are_typed():
     assert cfg.compile is True and cfg.bias is True                           # a bare bool key is a switch
     assert cfg.out_dir == '123' and cfg.device == 'cpu'
     assert parse_config(SampleConfig, ['--top_k=None']).top_k is None          # None for an `int | None` (200)
+    with pytest.raises(UserError, match='learning_rate must be float'):       # a bool is no number here
+        parse_config(TrainConfig, ['--learning_rate=True'])
+    with pytest.raises(UserError, match='anchor_target must be float'):       # nor in a `float | None`
+        parse_config(TrainConfig, ['--anchor_target=False'])
 
 
 @pytest.mark.parametrize('text,value', [('false', False), ('False', False), ('FALSE', False), ('true', True),

@@ -15,6 +15,7 @@ from reference import as_the_norm_sees, one_step_of_forwards, synthetic_dataset
 
 import train as train_module
 from checkpoint import KIND, load_checkpoint, load_model
+from configurator import UserError
 from fold import fold_model
 from model import FAKELN_DECAY, GPT, GPTConfig
 
@@ -142,6 +143,27 @@ def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_ru
     assert (first['iter'], first['val'], first['train']) == (0, source_last['val'], source_last['train'])
     folded = fold_model(load_model(tmp_path / 'ft' / 'ckpt.pt')[0])  # the end of a FakeLN removal folds
     assert folded.config.folded and load_checkpoint(source)['iter_num'] == 4  # and the source is untouched
+
+
+def test_a_finetune_starts_fresh_run_state_even_from_a_source_with_a_calibrated_anchor(shakespeare_slice, tmp_path):
+    """The source's anchor target, EMA of s and gate are its own run's: only its parameters come over."""
+    source = baseline(shakespeare_slice, tmp_path / 'source', anchor_lambda=0.1, taper_start=1, taper_end=3)
+    src = load_checkpoint(source)['model']
+    assert src['s_tgt'] > 0 and src['ema_steps'] > 0 and src['gate'] == 0.0   # it has run state to leave behind
+    cfg = finetune(shakespeare_slice, tmp_path / 'ft', source, anchor_lambda=0.1, anchor_target=2.5)
+    model, _, _ = train_module.init_model(cfg, os.path.join(shakespeare_slice, 'shakespeare_char'))
+    assert model.gate.item() == 1.0 and int(model.ema_steps) == 0 and model.s_ema.item() == 0.0
+    assert model.s_tgt.item() == 2.5 and model.collecting and all(m.mode == 'norm' for m in model.taper_norms())
+
+
+def test_weights_that_lack_one_matrix_are_refused(shakespeare_slice, tmp_path):
+    source = baseline(shakespeare_slice, tmp_path / 'source')
+    ckpt = load_checkpoint(source)
+    del ckpt['model']['transformer.h.1.mlp.c_fc.weight']
+    torch.save(ckpt, tmp_path / 'holed.pt')
+    with pytest.raises(UserError, match='transformer.h.1.mlp.c_fc.weight'):
+        train_module.init_model(finetune(shakespeare_slice, tmp_path / 'ft', str(tmp_path / 'holed.pt')),
+                                os.path.join(shakespeare_slice, 'shakespeare_char'))
 
 
 def test_a_resumed_finetune_continues_exactly(shakespeare_slice, tmp_path, monkeypatch):

@@ -103,6 +103,15 @@ def test_refuses_what_gpt2_weights_cannot_be(reference):
         load_gpt2('gpt2', local_path=str(path / 'missing.safetensors'))
 
 
+def test_weights_that_lack_one_blocks_matrix_are_refused(reference, tmp_path):
+    hf, path = reference
+    state = {k: v.float().contiguous() for k, v in hf.state_dict().items() if k != 'transformer.h.1.mlp.c_fc.weight'}
+    save_file(state, tmp_path / 'model.safetensors')
+    (tmp_path / 'config.json').write_text((path / 'config.json').read_text())
+    with pytest.raises(UserError, match='transformer.h.1.mlp.c_fc.weight'):
+        load_gpt2('gpt2', local_path=str(tmp_path / 'model.safetensors'))
+
+
 def test_the_run_chooses_how_gpt2s_norms_go(reference):
     """removal and the anchor are the run's, not the weights': FakeLN on GPT-2 builds FakeLN norms."""
     model = load(reference[1], taper='internal', removal='fakeln', anchor_lambda=0.1)

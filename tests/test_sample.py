@@ -41,6 +41,17 @@ def test_kv_cache_logits_match_the_full_forward(kind):
     assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize('kind', ['taper g=0.4', 'folded'])
+def test_kv_cache_from_a_one_token_prompt_matches_the_full_forward(kind):
+    """The cache's first step writes position 0 alone and every later one attends back to it (position 1 on)."""
+    model = MODELS[kind]()
+    idx = torch.randint(V, (2, 6), generator=torch.Generator().manual_seed(1))
+    full, _, _ = model(idx, idx)
+    cache = KVCache(model.config, 2, 16, 'cpu', torch.float64)
+    steps = [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(6)]
+    assert_close(torch.cat(steps, dim=1), full, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize('kind', MODELS)  # prompts within block_size 16, growing past it (cropping), filling it, longer
 @pytest.mark.parametrize('prompt_len,new', [(3, 12), (5, 30), (16, 4), (20, 4)])
 def test_cached_and_uncached_greedy_tokens_agree(kind, prompt_len, new):
@@ -76,11 +87,18 @@ def test_top_k_keeps_exactly_the_k_most_likely_tokens():
 
 
 def test_top_p_keeps_the_smallest_set_of_tokens_that_reaches_top_p():
-    logits = torch.tensor([0.6, 0.3, 0.1]).log().tolist()
-    assert drawn(logits, top_p=0.5) == {0}                             # 0.6 alone reaches 0.5
-    assert drawn(logits, top_p=0.8) == {0, 1}                          # the token that crosses 0.8 stays
+    logits = torch.tensor([0.1, 0.6, 0.3]).log().tolist()              # not sorted: the nucleus is found by value
+    assert drawn(logits, top_p=0.5) == {1}                             # 0.6 alone reaches 0.5
+    assert drawn(logits, top_p=0.8) == {1, 2}                          # the token that crosses 0.8 stays
     assert drawn(logits, top_p=1.0) == {0, 1, 2}
-    assert drawn(logits, top_k=1, top_p=1.0) == {0}                    # the two trims compose
+    assert drawn(logits, top_k=1, top_p=1.0) == {1}                    # the two trims compose
+
+
+def test_temperature_comes_first_so_the_nucleus_is_that_of_the_tempered_distribution():
+    logits = torch.tensor([0.1, 0.6, 0.3]).log().tolist()
+    # at temperature 3 the probabilities are those of p^(1/3): 0.23, 0.43, 0.34, and 0.43 alone no longer reaches 0.5
+    assert drawn(logits, temperature=3.0, top_p=0.5) == {1, 2}
+    assert drawn(logits, temperature=0.5, top_p=0.75) == {1}           # p^2: 0.78 of it on the first (untempered, 0.6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,6 +142,10 @@ def test_sample_gpt2_bpe(tmp_path):
     samples = sample_main(SampleConfig(out_dir=str(tmp_path), start='Hello world', num_samples=1,
                                        max_new_tokens=5, device='cpu', top_p=0.9))
     assert samples[0].startswith('Hello world')
+
+
+def test_top_p_one_keeps_every_token_and_is_accepted():
+    assert parse_config(SampleConfig, ['--top_p=1.0']).top_p == 1.0
 
 
 @pytest.mark.parametrize('option,words', [('--temperature=-1', 'temperature=-1.0 must be >= 0'),

@@ -102,6 +102,9 @@ def test_best_rates_and_the_paired_interval(tmp_path):
     diffs = [a - b for a, b in zip(finals[('taper_ln', 4e-3)], finals[('layernorm', 2e-3)])]   # -0.01, -0.02, +0.01
     assert (n, mean, base) == (3, pytest.approx(statistics.fmean(diffs)), pytest.approx(1.92))
     assert half == pytest.approx(4.303 * statistics.stdev(diffs) / 3 ** 0.5)   # t(0.975, 2 degrees of freedom)
+    write_log(tmp_path / 'layernorm-lr0.002-s9', 2e-3, 9, 5.0)             # a seed the taper lacks: not paired,
+    assert report.paired(report.load_runs(tmp_path), 'taper_ln', 'layernorm', 4e-3, 2e-3) == (n, mean, half, base)
+    (tmp_path / 'layernorm-lr0.002-s9' / 'log.jsonl').unlink()               # so neither in the relative's base
     # a rate where a seed diverged is never the best, however well its other seeds did; its tuning cell says nan
     write_log(tmp_path / 'taper_ln-lr0.001-s1', 1e-3, 1, 1.0)
     write_log(tmp_path / 'taper_ln-lr0.001-s2', 1e-3, 2, float('nan'), segments=((None, 0, 20),))
@@ -121,8 +124,8 @@ def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and list(rows[0]) == [
         'variant', 'learning_rate', 'seed', 'n_layer', 'n_embd', 'params', 'source', 'val_loss', 'best_val_loss',
-        'max_iters', 'taper_start', 'taper_end', 's', 'largest_s', 'logit_norm', 'fold_max_logit_diff', 'wall_s',
-        'commit']
+        'max_iters', 'taper_start', 'taper_end', 's', 'largest_s', 'largest_s_drift', 'logit_norm',
+        'fold_max_logit_diff', 'wall_s', 'commit']
     assert {(r['variant'], float(r['learning_rate']), int(r['seed']), float(r['val_loss'])) for r in rows} >= \
         {('taper_ln', 4e-3, 2, 1.93), ('layernorm', 1e-3, 3, 2.04)}
     table = (tmp_path / 'out' / 'results.md').read_text()
