@@ -139,19 +139,15 @@ class TaperNorm(Norm):
         return y
 
     def accumulate(self, x):
-        """Add this micro-batch's sums for c* (§3) to acc, num = <h gamma_t, h gamma> / r(h) and den = |h gamma_t|^2
-        (gamma_t = gamma while g = 1), in acc's precision (float32, or float64 in a double model) whatever
-        autocast computes the forward in."""
+        """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 to acc, in acc's precision (float32,
+        or float64 in a double model) whatever autocast computes the forward in. gamma, not gamma_t: c follows the
+        scale of the stream, and leaves the scale of L(h) that gamma_t learns in the blend to gamma_t (§3)."""
         h = x.detach().to(self.acc.dtype)
         scale = per_token_scale(h, self.kind, self.eps)                 # (B, T)
         if self.kind == 'layernorm':
             h = h - h.mean(-1, keepdim=True)
-        hg = h * self.weight.detach().to(h.dtype)                       # (B, T, C): what N(h) scales
-        gamma_t = self.weight if self.mode == 'norm' else self.weight_t  # (C,): gamma_t is gamma while g = 1
-        hg_t = h * gamma_t.detach().to(h.dtype)                         # (B, T, C): what L(h) scales
-        num = (hg_t * hg).sum(-1) / scale                               # (B, T)
-        den = hg_t.pow(2).sum(-1)                                       # (B, T)
-        self.acc += torch.stack([num.sum(), den.sum(), den.new_tensor(den.numel())])
+        hg2 = (h * self.weight.detach().to(h.dtype)).pow(2).sum(-1)        # (B, T)
+        self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
 
 
 class FakeLN(TaperNorm):

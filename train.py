@@ -153,6 +153,9 @@ def saved_config(values):
     checkpoint (a fine-tune), the shape and norm of the model it holds."""
     init_from = values.get('init_from', '')
     if init_from.endswith('.pt'):
+        if not os.path.isfile(init_from):
+            raise UserError(f"init_from={init_from}: no checkpoint there to fine-tune; train the baseline first "
+                            "(python train.py config/layernorm.py writes out-layernorm/ckpt.pt), or point at one")
         args = load_checkpoint(init_from, mmap=True)['model_args']
         return {key: args[key] for key in SHAPE_KEYS if key in args}
     if init_from != 'resume':

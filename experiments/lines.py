@@ -11,7 +11,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = ('model.py', 'train.py', 'fold.py')
 SCRIPTS = CORE + ('sample.py', 'bench.py')
-BUDGET = {'paper core': 1100, 'reading path': 1700, 'python outside tests': 2700, 'README.md': 300}
+BUDGET = {'paper core': 1100, 'reading path': 1800, 'python outside tests': 3000, 'README.md': 300}
 
 
 def repo_files(*suffixes):

@@ -172,15 +172,21 @@ def main_job(runs):
 
 
 def tables(runs):
-    """The main job's (tuning, tables): the tapered models against their baselines, the final norm, the
-    calibration point."""
+    """The main job's (results.md's more, the README's table): the tapered models against their baselines; more:
+    the tuning, the final norm, the calibration point."""
     best = best_rates(runs := main_job(runs))
     tuning = lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best, "Training while the norms taper")
-    lines = ["Each variant at its own best learning rate (results/results.md: every rate tried); the tapered model "
-             "against its baseline, paired by seed (same initial weights and batches), with a 95% confidence interval "
-             "(Student's t):", ""]
-    lines += head(*VS, 'vs baseline (paired)', '95% CI', 'relative')
-    lines += [vs_row(runs, best, v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best]
+    table = ["Each variant at its own best learning rate (results/results.md: every rate tried; taper_ln_follow, the "
+             "default, at taper_ln's), against its baseline, paired by seed (same initial weights and batches), with a "
+             "95% confidence interval (Student's t); ± is the standard deviation over the seeds. taper_ln_follow: c "
+             "follows its statistics to g = 0, the gate closing from the warmup's end to half-way through the rest; "
+             "taper_ln and taper_rms: the paper's rule, c frozen at 400, g = 0 at 1000:", ""]
+    table += head(*VS, 'vs baseline (paired)', '95% CI', 'relative')
+    shown = [(v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best]
+    shown = [row for i, row in enumerate(shown) if row not in shown[:i]]  # a baseline once, above its first taper
+    table += [vs_row(runs, best, v, b) for v, b in shown]
+    table += provenance([r for r in runs if (r['variant'], r['learning_rate']) in {(v, best[v]) for v, _ in shown}])
+    lines = []
     if 'layernorm' in best:
         lines += ["", f"The final norm and the anchor, every variant at layernorm's best rate ({best['layernorm']:g}) "
                   "and paired with it; the pre-logit scale s and mean logit norm at the last logged step:", ""]
@@ -191,14 +197,15 @@ def tables(runs):
     if 'taper_ln' in best:
         points = ('taper_ln_start100', 'taper_ln_start200', 'taper_ln', 'taper_ln_start600', 'taper_ln_start_auto')
         at = {**best, **{v: best['taper_ln'] for v in points}}  # all at taper_ln's rate: a diverged run shows nan
-        lines += ["", f"When to calibrate: taper_ln at its best rate ({best['taper_ln']:g}), calibrating at 400, "
-                  "against itself calibrating elsewhere (taper_end stays at 1000 of 2000; _auto: where s levelled "
-                  "off, taper_end 37.5% of the rest later); the largest pre-logit scale s seen shows a runaway:", ""]
+        lines += ["", f"When to calibrate under the paper's rule (c frozen at taper_start): taper_ln at its best rate "
+                  f"({best['taper_ln']:g}), calibrating at 400, against itself calibrating elsewhere (taper_end stays "
+                  "at 1000 of 2000; _auto: where s levelled off, taper_end 37.5% of the rest later, the rule before "
+                  "taper_ln_follow's); the largest pre-logit scale s seen shows a runaway:", ""]
         lines += head(*VS, 'vs taper_ln (paired)', '95% CI', 'relative', 'taper_start', 'largest s')
         lines += [vs_row(runs, at, v, 'taper_ln', lambda rs: '/'.join(sorted({str(r['taper_start']) for r in rs})),
                          lambda rs: f"{max(r['largest_s'] for r in rs):.1f}") for v in points
                   if any(r['variant'] == v for r in runs)]
-    return tuning, '\n'.join(lines + provenance(runs)) + '\n'
+    return tuning + '\n'.join(lines + provenance(runs)) + '\n', '\n'.join(table) + '\n'
 
 
 def finetune_tables(runs):
@@ -219,10 +226,10 @@ def finetune_tables(runs):
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
               for v in ('finetune_layernorm',) + REMOVALS if v in best]
-    lines += ["", "Head to head, paired by seed (a _start200 run calibrates as the main job, 200 and 500):", ""]
-    lines += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
-    lines += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
-    return tuning, '\n'.join(lines + provenance(runs)) + '\n'
+    more = ["", "Head to head, paired by seed (a _start200 run calibrates as the main job, 200 and 500):", ""]
+    more += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
+    more += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
+    return tuning + '\n'.join(more) + '\n', '\n'.join(lines + provenance(runs)) + '\n'
 
 
 def size_series(runs):  # (its runs, their best rates, the widths begun, the widths where layernorm and a taper ran)
@@ -393,7 +400,7 @@ def main(cfg):
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
     sections = {'results': tables(runs), 'robust': robust_tables(runs), 'finetune': finetune_tables(runs),
                 'size': size_tables(runs)}
-    with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has all but the tuning
+    with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has each section's last
         f.write('\n'.join(part for parts in sections.values() for part in parts if part))
     plot(runs, cfg.out, plt)
     for name, (tuning, text) in sections.items():

@@ -31,6 +31,7 @@ VARIANTS = {  # name -> overrides of config/taper.py
     'none': dict(norm='none', taper='off'),
     **{f'taper_ln_start{k}': dict(PAPER, taper_start=k) for k in (100, 200, 600)},  # 100: the warmup's end
     'taper_ln_follow': dict(),                               # the default: c follows its statistics to g = 0
+    'taper_ln_follow400': dict(PAPER, follow_c=True),        # ... calibrating where the paper's rule did
 }
 # (taper_ln_start_auto and taper_ln-8x*, archived in results/logs, froze c where s levelled off: a rule since
 # replaced; commit 76952c3 runs them)
@@ -57,7 +58,7 @@ TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
 BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
 GRID = {'robust': (  # stage -> (variant, lr, seeds): the default against layernorm where the old rules broke
-    ('taper_ln_follow', 4e-3, 6),
+    ('taper_ln_follow', 4e-3, 6), ('taper_ln_follow400', 4e-3, 6),
     *((f'{v}-it{n}', 4e-3, 3) for n in LENGTHS[:3] for v in ('layernorm', 'taper_ln_follow')),
     *((f'{v}-8x256', lr, 3) for lr in (2e-3, 4e-3) for v in ('taper_ln_follow', 'layernorm')),
     ('taper_ln_follow-8x64', 8e-3, 6), ('taper_ln_follow-8x64', 1.6e-2, 3), ('layernorm-8x64', 1.6e-2, 3),

@@ -147,7 +147,7 @@ def test_every_calibration_point_runs_at_taper_lns_rate_and_one_that_diverged_sh
             write_log(tmp_path / f'{variant}-lr0.004-s{seed}', 4e-3, seed, final)
     with open(tmp_path / 'taper_ln_start_auto-lr0.004-s2' / 'log.jsonl', 'a') as f:  # each seed finds its own point
         f.write(json.dumps(dict(kind='calibrate', taper_start=7, taper_end=12)) + '\n')
-    text = report.tables(report.load_runs(tmp_path))[1]
+    text = report.tables(report.load_runs(tmp_path))[0]                  # results.md's, under the README's table
     assert "| taper_ln_start100 | 0.004 | 2 | nan ± nan |  |  |  | 4 |" in text      # not left out: it diverged
     assert "| taper_ln_start_auto | 0.004 | 2 | 1.7350 ± 0.0071 | +0.0150 (2 seeds) |" in text and "| 4/7 |" in text
 

@@ -73,14 +73,13 @@ def test_before_a_step_of_statistics_the_gate_cannot_leave_one():
         m.set_gate(0.5)
 
 
-def hand_step(m, tn, seen_in, seen_h, kind, gamma_t, ema):
+def hand_step(m, tn, seen_in, seen_h, kind, ema):
     """One optimizer step's forwards, and the EMAs of num, den (METHOD.md §3) and s that it should leave, by hand."""
     one_step_of_forwards(m, seen_in, seen_h)
     h = as_the_norm_sees(seen_in, kind)                                 # all tokens of the step
     scale = torch.sqrt(h.pow(2).mean(-1) + EPS)                         # s(h) or r(h)
-    gamma = tn.weight.detach().double()
-    num = ((h * gamma_t) * (h * gamma)).sum(-1) / scale                 # <h gamma_t, h gamma> / r(h)
-    den = (h * gamma_t).pow(2).sum(-1)
+    hg2 = (h * tn.weight.detach().double()).pow(2).sum(-1)              # |h gamma|^2: gamma's, never gamma_t's
+    num, den = hg2 / scale, hg2
     hf = as_the_norm_sees(seen_h, kind)
     s = torch.sqrt(hf.pow(2).mean(-1) + EPS).mean().item()
     return [0.99 * e + 0.01 * v for e, v in zip(ema, (num.mean().item(), den.mean().item(), s))]
@@ -103,7 +102,7 @@ def test_c_is_a_hand_computed_ema_ratio_that_follows_its_statistics_until_the_ga
     assert not torch.equal(tn.weight_t, tn.weight)                      # gamma_t starts at ones
     ema = [0.0, 0.0, 0.0]
     for step in range(3):
-        ema = hand_step(m, tn, seen_in, seen_h, kind, tn.weight.detach().double(), ema)  # gamma_t is gamma at g = 1
+        ema = hand_step(m, tn, seen_in, seen_h, kind, ema)
         m.update_calibration()
     assert tn.c.item() == pytest.approx(ema[0] / ema[1], rel=1e-5)
     assert m.s_tgt.item() == pytest.approx(ema[2] / (1 - 0.99 ** 3), rel=1e-5)
@@ -113,8 +112,10 @@ def test_c_is_a_hand_computed_ema_ratio_that_follows_its_statistics_until_the_ga
     m.set_gate(0.5)
     s_tgt, gamma_t, c_at_one = m.s_tgt.clone(), tn.weight_t.detach().clone(), tn.c.clone()
     with torch.no_grad():
-        tn.weight.mul_(2)                                                # gamma trains on, apart from gamma_t
-    ema = hand_step(m, tn, seen_in, seen_h, kind, gamma_t.double(), ema)
+        tn.weight.mul_(1.5)                                              # gamma trains on, apart from gamma_t,
+        tn.weight_t.mul_(2)                                              # and gamma_t trains: c ignores its scale
+    gamma_t = tn.weight_t.detach().clone()
+    ema = hand_step(m, tn, seen_in, seen_h, kind, ema)
     m.update_calibration()
     assert torch.equal(m.s_tgt, s_tgt) and torch.equal(tn.weight_t, gamma_t)
     if follow_c:
