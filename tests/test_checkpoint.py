@@ -210,6 +210,13 @@ def test_the_loader_names_the_file_and_what_is_wrong(tmp_path):
             assert word in message, (name, message)
 
 
+def test_a_run_from_before_c_followed_its_statistics_resumes_with_the_rule_it_began_with(tmp_path):
+    config = dict(out_dir=str(tmp_path), taper='internal', anchor_target=0.0, taper_start=400, taper_end=1000)
+    torch.save(dict(kind=KIND, config=config), tmp_path / 'ckpt.pt')   # its saved config: no follow_c, target 0
+    saved = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)})
+    assert saved['follow_c'] is False and saved['anchor_target'] is None and saved['taper_start'] == 400
+
+
 def test_a_checkpoint_from_before_c_followed_its_statistics_loads_with_the_rule_it_was_trained_by(tmp_path):
     """Written before follow_c: c froze at taper_start, anchor_target 0 meant the EMA of s, and the run state held
     two buffers that now follow from the gate (calibrated, s_ref). It loads as it trained; nothing else may lack."""

@@ -74,6 +74,7 @@ def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
     (['--max_iters=-1'], ['max_iters=-1', '>= 0']),
     (['--anchor_target=0'], ['anchor_target=0', 'must be > 0']),
     (['--max_iters=50', '--warmup_iters=100'], ['lr_decay_iters=50 (left out: max_iters)', 'warmup_iters=100']),
+    (['--max_iters=200', '--warmup_iters=100', '--lr_decay_iters=100'], ['lr_decay_iters=100 ', 'must exceed']),
     (['config/nope.py'], ['not found']),
 ])
 def test_mistakes_name_the_key(args, words):

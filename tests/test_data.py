@@ -99,6 +99,14 @@ def test_an_interrupted_preparation_leaves_no_file_under_its_real_name(tmp_path,
     assert not any(name.endswith(('.bin', '.pkl')) for name in os.listdir(tmp_path)), os.listdir(tmp_path)
 
 
+def test_each_process_writes_under_temporary_names_of_its_own(tmp_path):
+    code = f"from data.common import temporary; print(temporary({str(tmp_path)!r}, 'train.bin'))"
+    other = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    from data.common import temporary
+    mine = temporary(str(tmp_path), 'train.bin')
+    assert other != mine and os.path.dirname(other) == os.path.dirname(mine) == str(tmp_path)
+
+
 def test_two_runs_preparing_one_dataset_at_once_both_succeed(tmp_path):
     """A sweep starts two runs at once on a fresh clone: each prepares shakespeare_char into the same folder, each
     under temporary names of its own, and both publish whole files."""

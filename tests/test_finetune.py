@@ -70,6 +70,27 @@ def test_a_removed_norm_divides_by_the_average_scale_of_the_tokens_it_saw(norm):
         assert second.mode == 'norm' and torch.equal(second(x, m.gate), ordinary(second, x))
 
 
+@pytest.mark.parametrize('follow_c', [True, False])
+def test_a_fakeln_norm_still_on_keeps_collecting_and_s_stops_where_the_rule_says(follow_c):
+    """One norm removed: it is frozen, the next still follows its statistics (FakeLN's own rule, either way);
+    the EMA of s goes on while any norm is computed, and under the paper's rule it stops as the gate leaves 1."""
+    m = fakeln_model('layernorm')
+    m.config.follow_c = follow_c
+    first, second = m.taper_norms()[:2]
+    for step in range(2):
+        one_step_of_forwards(m)
+        m.update_calibration()
+    m.set_gate(1 - 1 / len(m.taper_norms()))                            # the first norm goes
+    before = first.c.clone(), second.c.clone(), int(m.ema_steps), m.s_mean().item()
+    one_step_of_forwards(m)
+    m.update_calibration()
+    assert torch.equal(first.c, before[0]) and not torch.equal(second.c, before[1])
+    if follow_c:
+        assert int(m.ema_steps) == before[2] + 1
+    else:
+        assert (int(m.ema_steps), m.s_mean().item()) == before[2:]
+
+
 def test_removals_happen_in_fakeln_order_at_their_iterations_and_each_c_freezes_at_its_removal(
         shakespeare_slice, tmp_path):
     """taper_start 2, taper_end 12, five norms: norm i goes at 2 + ceil(10 (i + 1) / 5) = 4, 6, 8, 10, 12."""
@@ -217,7 +238,7 @@ def test_a_run_from_a_checkpoint_refuses_what_it_cannot_start_from_in_one_line(s
     assert_one_error_line(cli('train.py', f'--init_from={tapered}', *data), 'already tapers', "taper='off'")
     model = fold_model(load_model(tapered)[0])
     torch.save(dict(kind=KIND, model_args=asdict(model.config), model=model.state_dict()), tmp_path / 'folded.pt')
-    assert_one_error_line(cli('train.py', f'--init_from={tmp_path / "folded.pt"}', *data), 'folded')
+    assert_one_error_line(cli('train.py', f'--init_from={tmp_path / "folded.pt"}', *data), 'it holds a folded model')
     assert_one_error_line(cli('train.py', f'--init_from={source}', *data[:-1], f'--out_dir={tmp_path / "source"}'),
                           "out_dir's own checkpoint", 'another --out_dir')
     assert load_checkpoint(source)['iter_num'] == 4                   # untouched

@@ -140,6 +140,18 @@ def test_report_writes_runs_csv_tables_plots_and_the_readme(tmp_path):
         assert (tmp_path / 'out' / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_the_robust_table_pairs_each_setting_and_shows_the_worst_same_seed_scale(tmp_path):
+    for seed, (ln, taper, s) in zip((1, 2, 3), [(2.0, 2.02, 1.5), (2.1, 2.11, 3.0), (2.05, 2.06, 1.0)]):
+        write_log(tmp_path / f'layernorm-it300-lr0.004-s{seed}', 4e-3, seed, ln, max_iters=300)
+        write_log(tmp_path / f'taper_ln_follow-it300-lr0.004-s{seed}', 4e-3, seed, taper, max_iters=300, s=s)
+    write_log(tmp_path / 'taper_ln_follow-it300-lr0.002-s1', 2e-3, 1, 9.9, max_iters=300, s=50.0)  # another rate
+    text = report.robust_tables(report.load_runs(tmp_path))[1]
+    assert "| 300 steps | layernorm-it300 | 0.004 | 3 | 2.0500 ± 0.0500 | baseline |" in text
+    assert "| 300 steps | taper_ln_follow-it300 | 0.004 | 3 | 2.0633 ± 0.0451 | +0.0133 (3 seeds) |" in text
+    assert "| 3.00x |" in text and "50.00x" not in text                  # the worst seed, at the row's rate only
+    assert report.robust_tables(report.load_runs(tmp_path / 'nothing')) == ('', '')
+
+
 def test_every_calibration_point_runs_at_taper_lns_rate_and_one_that_diverged_shows_as_nan(tmp_path):
     for seed, (ln, taper, early, found) in zip((1, 2), [(1.70, 1.72, 2.1, 1.73), (1.71, 1.72, float('nan'), 1.74)]):
         for variant, final in (('layernorm', ln), ('taper_ln', taper), ('taper_ln_start100', early),

@@ -83,7 +83,17 @@ def test_a_short_run_tapers_to_gate_zero_without_running_away(shakespeare_slice,
     logged = [r for r in read_log(tmp_path) if r['kind'] == 'train']
     closed = [r for r in logged if r['gate'] == 0.0]                    # c frozen: every record has s_drift
     assert closed and all(r['s_drift'] < train_module.RUNAWAY for r in closed)
+    s_frozen = GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))).s_mean().item()
+    assert closed[-1]['s_drift'] == pytest.approx(closed[-1]['s'] / s_frozen, rel=1e-6)  # over s where c froze
     assert closed[-1]['loss'] < closed[0]['loss']                       # still learning at g = 0
+
+
+def test_the_log_line_says_runaway_once_s_has_outgrown_the_frozen_c_fourfold():
+    rec = dict(iter=9, loss=2.0, ce=2.0, anchor=0.0, gate=0.0, lr=1e-3, ms=5.0, s=8.0, logit_norm=20.0)
+    assert 'RUNAWAY' not in train_module.log_line(rec, 100)                   # c still following: no s_drift
+    assert 'RUNAWAY' not in train_module.log_line(dict(rec, s_drift=train_module.RUNAWAY), 100)
+    line = train_module.log_line(dict(rec, s_drift=4.25), 100)
+    assert line.endswith('| RUNAWAY: s is 4.2x what it was when c froze') and train_module.RUNAWAY == 4.0
 
 
 def test_weight_decay_falls_on_matrices_only():
