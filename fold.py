@@ -100,8 +100,10 @@ def main(cfg):
     else:
         gen = torch.Generator().manual_seed(cfg.seed)
         x, source = torch.randint(model.config.vocab_size, (cfg.batch_size * T,), generator=gen), "random tokens"
-    x, y = x.view(cfg.batch_size, T)[:, :-1], x.view(cfg.batch_size, T)[:, 1:].contiguous()
-    (logits, _, parts), (logits_f, _, parts_f) = model(x, y), folded(x, y)
+    x = x.view(cfg.batch_size, T)
+    x, y = x[:, :-1], x[:, 1:].contiguous()                            # inputs and next-token targets
+    logits, _, parts = model(x, y)
+    logits_f, _, parts_f = folded(x, y)
     kind = 'FakeLN' if model.config.removal == 'fakeln' else 'TaperNorm'
     print(f"folded {len(model.taper_norms())} norms ({kind}): {model.get_num_params():,} -> "
           f"{folded.get_num_params():,} parameters; on {cfg.batch_size} x {T} tokens ({source}):")

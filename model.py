@@ -363,8 +363,8 @@ class GPT(nn.Module):
         accs = torch.cat([m.acc for m in norms] + [self.s_acc])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(accs)  # every rank sees the global token means, so all calibrate alike
-        for i, m in enumerate(norms):
-            num, den, n = accs[3 * i: 3 * i + 3]
+        per_norm = accs[:-2].view(-1, 3)   # (norms, 3): each norm's num, den, tokens (FakeLN: tokens, sum s, tokens)
+        for m, (num, den, n) in zip(norms, per_norm):
             d = FAKELN_DECAY if isinstance(m, FakeLN) else self.config.ema_decay
             m.ema.mul_(d).add_((1 - d) * torch.stack([num / n, den / n]))
             m.c.copy_(m.ema[0] / m.ema[1])

@@ -290,7 +290,8 @@ def init_model(cfg, data_dir):
     (a fine-tune; the source says which), or resumed with all it needs to go on."""
     if cfg.init_from == 'resume':
         path = os.path.join(cfg.out_dir, 'ckpt.pt')
-        return *load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss')), None
+        model, ckpt = load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss'))
+        return model, ckpt, None
     override = {key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}  # loaded weights fix the shape
     if cfg.init_from.endswith('.pt'):
         return finetune_model(cfg, data_dir, override)
@@ -426,26 +427,29 @@ def train(cfg):
     # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
     # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
     summary, t_start = dict(evals=[]), time.time()
-    last, parts_sum = dict(t=time.time(), iter=iter_num), {}
+    last_log = dict(t=time.time(), iter=iter_num)  # when, and after which iteration, the last log line was made
+    parts_sum = {}                                  # the loss parts summed over the iterations since
     try:
         while True:
             if gptconf.calibrates:  # else g stays 1, unused
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end, removals))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
-                losses, gate = estimate_loss(raw_model, cfg, data_dir, device, ctx), raw_model.gate.item()
+                losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
+                gate = raw_model.gate.item()
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"gate {gate:.3f}")
                 write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'], gate=gate))
                 check_finite(losses['val'], iter_num, ckpt_path, saved_at)
                 summary['evals'].append(dict(iter=iter_num, **losses))
-                is_best, best_val_loss = losses['val'] < best_val_loss, min(best_val_loss, losses['val'])
+                is_best = losses['val'] < best_val_loss
+                best_val_loss = min(best_val_loss, losses['val'])
                 if (is_best or cfg.always_save_checkpoint) and iter_num > 0 and not cfg.eval_only:
                     save_checkpoint(dict(kind=KIND, model_args=asdict(gptconf), model=raw_model.state_dict(),
                                          optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                                          iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg)), ckpt_path)
                     saved_at = iter_num
                     print(f"saved checkpoint to {ckpt_path}")
-                last['t'] = time.time()  # keep eval out of the training timings
+                last_log['t'] = time.time()  # keep eval out of the training timings
             if iter_num >= cfg.max_iters or cfg.eval_only:
                 break
 
@@ -477,12 +481,14 @@ def train(cfg):
 
             # log the mean over the iterations since the last line (the .item() calls sync the device)
             if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
-                n, dt = iter_num - last['iter'], time.time() - last['t']
+                n = iter_num - last_log['iter']
+                dt = time.time() - last_log['t']
                 rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
                 if gptconf.taper != 'off' and not raw_model.collecting:  # c is frozen: has s outgrown it? (§4)
                     rec['s_drift'] = rec['s'] / raw_model.s_mean().item()
-                parts_sum, last = {}, dict(t=time.time(), iter=iter_num)
+                parts_sum = {}
+                last_log = dict(t=time.time(), iter=iter_num)
                 if master:  # (under DDP the other ranks then wait until torchrun ends them)
                     print(log_line(rec, cfg.max_iters))
                     write_log(rec)
