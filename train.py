@@ -8,24 +8,22 @@ On many GPUs, with DDP:
 $ torchrun --standalone --nproc_per_node=8 train.py config/owt_taper.py
 `python train.py --help` lists every key, its default and what it means.
 """
-import json
 import math
 import os
-import pickle
-import runpy
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch.distributed import barrier, destroy_process_group, init_process_group
+from torch.distributed import barrier, destroy_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import KIND, load_checkpoint, load_gpt2, load_model, save_checkpoint
-from configurator import UserError, run_main
-from model import GPT, GPTConfig
-from runtime import REPO, autocast, device_name, git_commit, pick_device, pick_dtype
+from checkpoint import KIND, save_checkpoint
+from configurator import run_main
+from runtime import autocast, device_name, pick_dtype
+from train_setup import (check_finite, get_batch, init_model, model_config, open_log, prepare_data, saved_config,
+                         setup_processes, validate)
 
 
 @dataclass
@@ -94,86 +92,8 @@ class TrainConfig:
         validate(self)
 
 
-def validate(cfg):
-    """Refuse settings that cannot run, naming the key and the fix."""
-    for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
-                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    if cfg.threads < 0:
-        raise ValueError(f"threads={cfg.threads} must be >= 0 (0: torch's default)")
-    if cfg.max_iters < 0 or cfg.warmup_iters < 0:
-        raise ValueError(f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0")
-    training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
-    if training and cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
-        raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (left out: max_iters) must exceed warmup_iters="
-                         f"{cfg.warmup_iters}: train longer, or warm up for fewer steps")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout={cfg.dropout} must lie in [0, 1)")
-    gpt2 = cfg.init_from.startswith('gpt2')
-    if cfg.init_from not in ('scratch', 'resume') and not gpt2 and not cfg.init_from.endswith('.pt'):
-        raise ValueError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume', 'gpt2[-medium|-large|-xl]' or "
-                         "the path of a checkpoint (ending in .pt)")
-    if gpt2 and cfg.norm != 'layernorm':
-        raise ValueError(f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
-    start, end = cfg.taper_start, cfg.taper_end
-    ordered = 0 <= start < end
-    inside = ordered and end <= cfg.max_iters
-    if model_config(cfg).calibrates and not (inside or (ordered and not training)):
-        raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
-                         f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or leave them out "
-                         f"(then the taper starts after the warmup, warmup_iters={cfg.warmup_iters}, and takes half of "
-                         "the rest)")
-
-
-def schedule_warning(cfg):
-    """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
-    averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
-    gptconf, steps = model_config(cfg), cfg.taper_end - cfg.taper_start
-    follow = round(1 / (1 - gptconf.ema_decay))
-    if gptconf.taper == 'off' or gptconf.removal != 'taper' or not gptconf.follow_c or steps >= follow:
-        return None
-    return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
-            f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
-            f"maps run away; train longer (left out, the taper takes half the steps after the warmup: max_iters >= "
-            f"{cfg.taper_start + 2 * follow} here), or set taper_start and taper_end {follow} or more steps apart")
-
-
-SHAPE_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'norm')  # what a fine-tune keeps of its source
-MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target', 'follow_c')  # a run's
-
-
-def model_config(cfg, vocab_size=GPTConfig.vocab_size):
-    """The GPT that cfg describes; its vocabulary comes from the data (read_vocab_size), else GPT-2's."""
-    return GPTConfig(vocab_size=vocab_size, **{key: getattr(cfg, key) for key in MODEL_KEYS})
-
-
-def saved_config(values):
-    """The base beneath the command line's values: under --init_from=resume the run's own saved config; from a
-    checkpoint (a fine-tune), the shape and norm of the model it holds."""
-    init_from = values.get('init_from', '')
-    if init_from.endswith('.pt'):
-        if not os.path.isfile(init_from):
-            raise UserError(f"init_from={init_from}: no checkpoint there to fine-tune; train the baseline first "
-                            "(python train.py config/layernorm.py writes out-layernorm/ckpt.pt), or point at one")
-        args = load_checkpoint(init_from, mmap=True)['model_args']
-        return {key: args[key] for key in SHAPE_KEYS if key in args}
-    if init_from != 'resume':
-        return {}
-    path = os.path.join(values.get('out_dir', TrainConfig.out_dir), 'ckpt.pt')
-    saved = load_checkpoint(path, need=('config',), mmap=True)['config']
-    if 'follow_c' not in saved:  # a run from before c followed its statistics to g = 0 (GPT.from_checkpoint)
-        saved.update(follow_c=False, anchor_target=saved.get('anchor_target') or None)
-    for key in MODEL_KEYS + ('taper_start', 'taper_end'):  # and the schedule
-        if key in values and key in saved and values[key] != saved[key]:
-            raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} has {key}="
-                            f"{saved[key]!r}: a resumed run keeps its model and schedule; resume with only --init_from="
-                            "resume and keys that may change (max_iters, ...), or start a new run in another --out_dir")
-    return {f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved and f.name != 'init_path'}
-
-
 # ----------------------------------------------------------------------------------------------
-# Schedules: pure functions of the iteration
+# Schedules: pure functions of the iteration (METHOD.md §4), and what a run that tapers needs of them
 
 def get_lr(it, cfg):
     """nanoGPT's: a linear warmup for warmup_iters steps, a cosine down to min_lr at lr_decay_iters, then min_lr."""
@@ -200,6 +120,22 @@ def get_gate(it, taper_start, taper_end, removals=0):
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # exactly 1 and 0 at the ends: cos(pi) is -1.0 in floats
 
 
+def schedule_warning(cfg):
+    """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
+    averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
+    gptconf, steps = model_config(cfg), cfg.taper_end - cfg.taper_start
+    follow = round(1 / (1 - gptconf.ema_decay))
+    if gptconf.taper == 'off' or gptconf.removal != 'taper' or not gptconf.follow_c or steps >= follow:
+        return None
+    return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
+            f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
+            f"maps run away; train longer (left out, the taper takes half the steps after the warmup: max_iters >= "
+            f"{cfg.taper_start + 2 * follow} here), or set taper_start and taper_end {follow} or more steps apart")
+
+
+RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
+
+
 def step_seed(seed, rank, it):
     """Every iteration reseeds from (seed, rank, it): batches and dropout are a function of the step, so a
     resumed run draws exactly what the uninterrupted one drew, and every DDP rank draws different data."""
@@ -207,48 +143,7 @@ def step_seed(seed, rank, it):
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: uint16 token files written by data/<name>/prepare.py
-
-def prepare_data(cfg):
-    """The dataset's folder once it holds every file it should; Shakespeare is small enough to prepare here."""
-    data_dir = os.path.join(cfg.data_root, cfg.dataset)
-    script = os.path.join(REPO, 'data', cfg.dataset, 'prepare.py')
-    prepare = runpy.run_path(script) if os.path.isfile(script) else {}
-    needed = [os.path.join(data_dir, name) for name in prepare.get('OUTPUTS', ('train.bin', 'val.bin'))]
-    missing = [p for p in needed if not os.path.isfile(p) or os.path.getsize(p) == 0]
-    if missing and not prepare.get('PREPARE_ON_DEMAND'):
-        how = f"run python {os.path.relpath(script)} first" if prepare else f"there is no data/{cfg.dataset}/prepare.py"
-        raise UserError(f"dataset {cfg.dataset!r} is incomplete, {', '.join(missing)} missing or empty: {how}")
-    if missing:
-        try:
-            prepare['prepare'](out_dir=data_dir)  # writes every file under a temporary name, then renames
-        except OSError as e:  # offline with no local copy of the text, most often; the message says what to do
-            raise UserError(str(e)) from None
-    return data_dir
-
-
-def read_vocab_size(data_dir):
-    """The character vocabulary's size from meta.pkl, else GPT-2's 50257 BPE tokens padded to a multiple of 64."""
-    path = os.path.join(data_dir, 'meta.pkl')
-    if not os.path.isfile(path):
-        return 50304
-    with open(path, 'rb') as f:
-        return pickle.load(f)['vocab_size']
-
-
-def get_batch(data_dir, split, batch_size, block_size, generator, device):
-    """Random windows of the token file: x (B, T) and y (B, T), y shifted by one."""
-    # a new memmap per batch avoids a memory leak (nanoGPT, after a StackOverflow answer)
-    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
-    if len(data) <= block_size:
-        raise UserError(f"{data_dir}/{split}.bin holds {len(data)} tokens, fewer than block_size + 1")
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
-    if device.startswith('cuda'):
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
+# What the run reports: evaluations and the log line
 
 @torch.no_grad()
 def estimate_loss(model, cfg, data_dir, device, ctx):
@@ -267,99 +162,6 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Setup: processes, the model, the log
-
-def setup_processes(cfg):
-    """(ddp, rank, world_size, device): one process per GPU under torchrun (CPU processes without GPUs), else one."""
-    if int(os.environ.get('RANK', -1)) == -1:
-        return False, 0, 1, pick_device(cfg.device)
-    init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')
-    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-    device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
-    if device != 'cpu':
-        torch.cuda.set_device(device)
-    if cfg.gradient_accumulation_steps % world_size != 0:
-        raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
-                        f"number of processes ({world_size})")
-    return True, rank, world_size, device
-
-
-def init_model(cfg, data_dir):
-    """(model, checkpoint or None, source or None): from scratch, from GPT-2's weights, from a checkpoint's weights
-    (a fine-tune; the source says which), or resumed with all it needs to go on."""
-    if cfg.init_from == 'resume':
-        path = os.path.join(cfg.out_dir, 'ckpt.pt')
-        model, ckpt = load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss'))
-        return model, ckpt, None
-    override = {key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}  # loaded weights fix the shape
-    if cfg.init_from.endswith('.pt'):
-        return finetune_model(cfg, data_dir, override)
-    if not cfg.init_from.startswith('gpt2'):
-        return GPT(model_config(cfg, read_vocab_size(data_dir))), None, None
-    model = load_gpt2(cfg.init_from, override, local_path=cfg.init_path)
-    if cfg.block_size > model.config.block_size:
-        raise UserError(f"block_size={cfg.block_size} exceeds {cfg.init_from}'s {model.config.block_size}")
-    return model, None, None
-
-
-def finetune_model(cfg, data_dir, override):
-    """(model, None, source): the baseline at cfg.init_from in a new run (gate 1, nothing calibrated, override's)."""
-    source, ckpt = load_model(cfg.init_from)
-    args, vocab_size = source.config, read_vocab_size(data_dir)
-    changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
-    for bad, why in [
-            (args.folded, "it holds a folded model: fine-tune the checkpoint it was folded from"),
-            (args.taper != 'off', f"its model already tapers (taper={args.taper!r}): start from a baseline's "
-                                  "checkpoint (taper='off'), or continue that run with --init_from=resume"),
-            (changed, f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
-                      f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's "
-                      "shape and norm (drop those keys, or train from scratch)"),
-            (args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304},  # GPT-2's, padded
-             f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune on data "
-             "in the model's own vocabulary"),
-            (os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')),
-             "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir")]:
-        if bad:
-            raise UserError(f"init_from={cfg.init_from}: {why}")
-    model = GPT(replace(args, **override))
-    model.load_weights(dict(source.named_parameters()))
-    return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))
-
-
-def open_log(cfg, resumed_at, **header):
-    """log.jsonl: a header with the provenance, then one JSON record per line. A fresh run starts a new file;
-    a resumed one appends (readers let the records from resumed_at on replace the older ones)."""
-    path = os.path.join(cfg.out_dir, 'log.jsonl')
-    with open(path, 'a' if resumed_at is not None else 'w') as f:
-        f.write(json.dumps(dict(kind='header', commit=git_commit(), torch=torch.__version__, resumed_at=resumed_at,
-                                config=asdict(cfg), **header)) + '\n')
-    if cfg.wandb_log:
-        try:
-            import wandb
-        except ImportError:
-            raise UserError("wandb_log=True needs wandb: pip install wandb, or drop --wandb_log") from None
-        wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
-
-    def write(rec):
-        with open(path, 'a') as f:
-            f.write(json.dumps(rec) + '\n')
-        if cfg.wandb_log:
-            wandb.log(rec)
-    return write
-
-
-def check_finite(loss, it, ckpt_path, saved_at):
-    """A nan or inf loss means the run diverged: stop before a checkpoint can save it."""
-    if not math.isfinite(loss):
-        kept = f"{ckpt_path} still holds iteration {saved_at}" if saved_at is not None else "no checkpoint was written"
-        raise UserError(f"the loss is {loss} at iteration {it}: the run diverged ({kept}); lower --learning_rate or "
-                        "calibrate later (--taper_start), and train again")
-
-
-RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
-
-
 def log_line(rec, max_iters):
     eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
     line = (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
@@ -372,6 +174,7 @@ def log_line(rec, max_iters):
 
 
 # ----------------------------------------------------------------------------------------------
+# The run: set-up, then the loop (the plumbing, refusals and resume are in train_setup.py)
 
 def train(cfg):
     """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate, wall time)."""
@@ -509,4 +312,4 @@ def train(cfg):
 
 
 if __name__ == '__main__':
-    run_main(train, TrainConfig, base=saved_config)
+    run_main(train, TrainConfig, base=lambda values: saved_config(values, TrainConfig))

@@ -270,9 +270,9 @@ def robust_tables(runs):
     lines = ["The default (taper_ln_follow: c follows its statistics to g = 0, the gate closing over half the steps "
              "after the warmup) against layernorm in the same setting, paired by seed with a 95% interval; beside it "
              "the rules it replaced where they ran (taper_ln, _start400: c frozen at 400; taper_ln-8x*, _auto: frozen "
-             "once s levelled off) and _follow400 (c following, the gate closing from 400 to 1000). The largest s of a "
-             "run over its same-seed layernorm run's (the worst seed), and the largest s_drift (s over its value when c "
-             "froze; train.py flags 4x as a runaway):", ""]
+             "once s levelled off) and _follow400 (c following, the gate closing from 400 to 1000). The largest s "
+             "of a run over its same-seed layernorm run's (the worst seed), and the largest s_drift (s over its value "
+             "when c froze; train.py flags 4x as a runaway):", ""]
     lines += head('setting', *VS, 'vs layernorm (paired)', '95% CI', 'relative', 'largest s vs layernorm', 's_drift')
     shown = []
     for setting, suffix, lr in cells:

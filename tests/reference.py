@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from model import GPT
-from train import get_batch, get_gate, model_config, step_seed
+from train import get_gate, step_seed
+from train_setup import get_batch, model_config
 
 def one_step_of_forwards(m, *hooked):
     """The forward passes of one optimizer step, two micro-batches of 3 x 16 tokens (a 37-token vocabulary), after

@@ -13,6 +13,7 @@ from conftest import assert_one_error_line, cli, run_config, stop_training_at
 
 import checkpoint
 import train as train_module
+from train_setup import saved_config
 from checkpoint import KIND, load_checkpoint, load_model, save_checkpoint
 from configurator import UserError
 from model import GPT, GPTConfig
@@ -64,7 +65,7 @@ def test_a_resumed_run_keeps_the_schedules_it_began_with(shakespeare_slice, tmp_
     config holds the numbers, so a resume that trains longer keeps them, and one that changes them is refused."""
     derived = dict(taper_start=None, taper_end=None, lr_decay_iters=None, max_iters=8)  # warmup_iters=2
     train_module.train(tiny_run(shakespeare_slice, tmp_path, **derived))
-    saved = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'max_iters': 12})
+    saved = saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'max_iters': 12}, train_module.TrainConfig)
     assert (saved['taper_start'], saved['taper_end'], saved['lr_decay_iters']) == (2, 5, 8)
     for key, value in (('taper_end', 7), ('follow_c', False), ('anchor_target', 3.0)):
         resumed = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', f'--{key}={value}')
@@ -83,14 +84,14 @@ def test_resume_takes_the_runs_own_config_as_its_base(shakespeare_slice, tmp_pat
     """`python train.py --init_from=resume --out_dir=...` with no config file continues the run as it was."""
     cfg = tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4)
     train_module.train(cfg)
-    base = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)})
+    base = saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)}, train_module.TrainConfig)
     assert base == {k: v for k, v in asdict(cfg).items() if k != 'init_path'}
     r = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', '--max_iters=6', '--lr_decay_iters=6')
     assert r.returncode == 0, r.stderr[-2000:]
     resumed = log_records(tmp_path, 'header')[-1]['config']
     assert (resumed['n_embd'], resumed['block_size'], resumed['max_iters']) == (32, 32, 6)  # saved, then overrides
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 6
-    same = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'n_layer': 2})
+    same = saved_config({'init_from': 'resume', 'out_dir': str(tmp_path), 'n_layer': 2}, train_module.TrainConfig)
     assert same['n_layer'] == 2                                         # restating the model's shape is fine
     assert_one_error_line(cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', '--n_layer=6'),
                           'n_layer=6', 'has n_layer=2', 'keeps its model')
@@ -213,7 +214,7 @@ def test_the_loader_names_the_file_and_what_is_wrong(tmp_path):
 def test_a_run_from_before_c_followed_its_statistics_resumes_with_the_rule_it_began_with(tmp_path):
     config = dict(out_dir=str(tmp_path), taper='internal', anchor_target=0.0, taper_start=400, taper_end=1000)
     torch.save(dict(kind=KIND, config=config), tmp_path / 'ckpt.pt')   # its saved config: no follow_c, target 0
-    saved = train_module.saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)})
+    saved = saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)}, train_module.TrainConfig)
     assert saved['follow_c'] is False and saved['anchor_target'] is None and saved['taper_start'] == 400
 
 

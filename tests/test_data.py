@@ -16,6 +16,7 @@ import pytest
 from conftest import OFFLINE, assert_one_error_line, shakespeare_path
 
 import train
+import train_setup
 from configurator import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,13 +46,13 @@ def test_shakespeare_bpe_matches_nanogpt_counts(tmp_path):
     (tmp_path / 'shakespeare').mkdir()
     os.symlink(TEXT, tmp_path / 'shakespeare' / 'input.txt')  # prepare() finds the text in its out_dir
     cfg = train.TrainConfig(dataset='shakespeare', data_root=str(tmp_path))
-    data_dir = train.prepare_data(cfg)  # PREPARE_ON_DEMAND: train.py runs prepare() itself
+    data_dir = train_setup.prepare_data(cfg)  # PREPARE_ON_DEMAND: train.py runs prepare() itself
     train_ids, val_ids = tokens(os.path.join(data_dir, 'train.bin')), tokens(os.path.join(data_dir, 'val.bin'))
     assert (len(train_ids), len(val_ids)) == (301_966, 36_059)  # nanoGPT's data/shakespeare/prepare.py
     enc = tiktoken.get_encoding('gpt2')
     with open(TEXT, encoding='utf-8') as f:
         assert enc.decode(train_ids.tolist()) + enc.decode(val_ids.tolist()) == f.read()
-    assert train.read_vocab_size(data_dir) == 50304  # no meta.pkl: GPT-2's vocabulary, padded
+    assert train_setup.read_vocab_size(data_dir) == 50304  # no meta.pkl: GPT-2's vocabulary, padded
 
 
 @needs_shared
@@ -128,14 +129,14 @@ def test_train_prepares_an_incomplete_folder_again(tmp_path, left):
     for name, content in left.items():
         (data_dir / name).write_bytes(content)
     os.symlink(shakespeare_path(), data_dir / 'input.txt')
-    train.prepare_data(train.TrainConfig(dataset='shakespeare_char', data_root=str(tmp_path)))
+    train_setup.prepare_data(train.TrainConfig(dataset='shakespeare_char', data_root=str(tmp_path)))
     assert all((data_dir / name).stat().st_size > 0 for name in ('train.bin', 'val.bin', 'meta.pkl'))
-    assert train.read_vocab_size(str(data_dir)) == 65
+    assert train_setup.read_vocab_size(str(data_dir)) == 65
 
 
 def test_train_names_what_to_run_for_a_dataset_it_cannot_prepare(tmp_path):
     with pytest.raises(UserError, match=r"'openwebtext' is incomplete.*val\.bin.*python data/openwebtext/prepare\.py"):
-        train.prepare_data(train.TrainConfig(dataset='openwebtext', data_root=str(tmp_path)))
+        train_setup.prepare_data(train.TrainConfig(dataset='openwebtext', data_root=str(tmp_path)))
 
 
 def test_offline_without_the_text_is_one_line(tmp_path):

@@ -14,7 +14,8 @@ from torch.nn import functional as F
 from checkpoint import load_checkpoint, load_gpt2
 from configurator import UserError, parse_config
 from model import GPT
-from train import TrainConfig, get_batch, train
+from train import TrainConfig, train
+from train_setup import get_batch
 
 transformers = pytest.importorskip('transformers')
 save_file = pytest.importorskip('safetensors.torch').save_file  # safetensors comes with transformers

@@ -4,7 +4,6 @@ import math
 import pytest
 
 from configurator import UserError, parse_config
-from model import GPT, GPTConfig
 from train import TrainConfig, get_gate, get_lr, schedule_warning
 
 

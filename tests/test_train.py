@@ -12,9 +12,10 @@ from conftest import run_config
 from reference import ROUND, assert_matches_reference, float64_reference, synthetic_dataset
 
 import train as train_module
+import train_setup
 from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
-from configurator import parse_config
+from configurator import UserError, parse_config
 from train import TrainConfig, get_gate, schedule_warning, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,12 +140,12 @@ def test_a_compiled_model_returns_a_loss_with_a_graph():
 
 @pytest.mark.parametrize('loss', [float('nan'), float('inf'), -float('inf')])
 def test_a_loss_that_is_not_finite_stops_the_run(loss):
-    with pytest.raises(train_module.UserError, match=f'the loss is {loss} at iteration 7: the run diverged'):
-        train_module.check_finite(loss, 7, 'out/ckpt.pt', 5)
-    train_module.check_finite(1e30, 7, 'out/ckpt.pt', 5)                # large but finite is no divergence
+    with pytest.raises(UserError, match=f'the loss is {loss} at iteration 7: the run diverged'):
+        train_setup.check_finite(loss, 7, 'out/ckpt.pt', 5)
+    train_setup.check_finite(1e30, 7, 'out/ckpt.pt', 5)                # large but finite is no divergence
 
 
 def test_get_batch_refuses_a_file_shorter_than_one_window(tmp_path):
     np.zeros(10, dtype=np.uint16).tofile(tmp_path / 'train.bin')
-    with pytest.raises(train_module.UserError, match='fewer than block_size'):
-        train_module.get_batch(str(tmp_path), 'train', 2, 16, torch.Generator(), 'cpu')
+    with pytest.raises(UserError, match='fewer than block_size'):
+        train_setup.get_batch(str(tmp_path), 'train', 2, 16, torch.Generator(), 'cpu')
