@@ -4,10 +4,11 @@ The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and Fak
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
 runs: the training loop drives it through two calls,
     set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
-    update_calibration()  once per optimizer step: the statistics of every norm still computed into its EMAs,
+    update_calibration()  once per optimizer step: the statistics of every norm still collecting into its EMAs,
                           c <- c*, and while g = 1 gamma_t <- gamma and the anchor's s_tgt <- the EMA of s (§3, §6)
-and the forward pass, which returns logits, the loss and its parts. Everything else follows from g: c follows its
-statistics while the norm is computed (g > 0) and is frozen once the gate reaches 0 (§3).
+and the forward pass, which returns logits, the loss and its parts. Everything else follows from g: a norm collects
+while it is computed (g > 0), so its c follows the stream until the gate reaches 0 (follow_c=False, the paper's
+rule: only while g = 1; a FakeLN norm: until its own removal), and freezes there (§3).
 """
 import math
 from dataclasses import dataclass
@@ -44,22 +45,23 @@ class GPTConfig:
     folded: bool = False        # tapered norms were folded into the next Linear (§7)
 
     def __post_init__(self):
-        for bad, why in [
-                (self.norm not in NORMS, f"norm={self.norm!r} is not one of {NORMS}"),
-                (self.taper not in TAPERS, f"taper={self.taper!r} is not one of {TAPERS}"),
-                (self.removal not in REMOVALS, f"removal={self.removal!r} is not one of {REMOVALS}"),
-                (self.removal == 'fakeln' and self.taper == 'off', "removal='fakeln' removes the norms that taper "
-                                                                   "selects: set taper='internal' or 'all'"),
-                (self.taper != 'off' and self.norm == 'none',
-                 "taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'"),
-                (self.folded and self.taper == 'off', "folded=True describes a model with taper='internal' or 'all'"),
-                (self.gelu not in ('none', 'tanh'), f"gelu={self.gelu!r} must be 'none' (exact) or 'tanh'"),
-                (self.n_embd % self.n_head, f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}"),
-                (self.anchor_lambda < 0, f"anchor_lambda={self.anchor_lambda} must be >= 0"),
-                (self.anchor_target is not None and not self.anchor_target > 0,
-                 f"anchor_target={self.anchor_target} must be > 0 (or None: the EMA of s)")]:
-            if bad:
-                raise ValueError(why)
+        for key, value, allowed in (('norm', self.norm, NORMS), ('taper', self.taper, TAPERS),
+                                    ('removal', self.removal, REMOVALS), ('gelu', self.gelu, ('none', 'tanh'))):
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} is not one of {allowed}")
+        tapers = self.taper != 'off'
+        if self.removal == 'fakeln' and not tapers:
+            raise ValueError("removal='fakeln' removes the norms that taper selects: set taper='internal' or 'all'")
+        if tapers and self.norm == 'none':
+            raise ValueError("taper needs a norm to taper: set norm='layernorm' or 'rmsnorm', or taper='off'")
+        if self.folded and not tapers:
+            raise ValueError("folded=True describes a model with taper='internal' or 'all'")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.anchor_lambda < 0:
+            raise ValueError(f"anchor_lambda={self.anchor_lambda} must be >= 0")
+        if self.anchor_target is not None and not self.anchor_target > 0:
+            raise ValueError(f"anchor_target={self.anchor_target} must be > 0 (or None: the EMA of s)")
 
     @property
     def calibrated_anchor(self):
@@ -115,8 +117,8 @@ class TaperNorm(Norm):
     """
     def __init__(self, ndim, kind, bias, eps):
         super().__init__(ndim, kind, bias, eps)
-        self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, copied from gamma at calibration
-        self.register_buffer('c', torch.ones(()))                      # frozen per-layer scale c (§3)
+        self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, a copy of gamma while g = 1
+        self.register_buffer('c', torch.ones(()))                      # the scalar c (§3), frozen at g = 0
         self.register_buffer('ema', torch.zeros(2))                    # EMAs of num / tokens, den / tokens
         self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
         self.mode = 'norm'       # 'norm', 'blend' or 'linear': what forward computes (GPT.set_gate)
@@ -378,6 +380,11 @@ class GPT(nn.Module):
         self.s_acc.zero_()
         if self.config.calibrated_anchor and not self.anchoring:
             self.s_tgt.copy_(self.s_mean())
+
+    def c_frozen(self):
+        """Every tapering norm's c is frozen (and the EMA of s with it): at g = 0, or under the paper's rule g < 1."""
+        norms = self.taper_norms()
+        return bool(norms) and not any(m.collecting for m in norms)
 
     def s_mean(self):
         """The EMA of s, bias-corrected: the anchor's s_tgt while g = 1 (§6); once collecting stops, s as it was when

@@ -127,10 +127,11 @@ def schedule_warning(cfg):
     follow = round(1 / (1 - gptconf.ema_decay))
     if gptconf.taper == 'off' or gptconf.removal != 'taper' or not gptconf.follow_c or steps >= follow:
         return None
+    warmup_end = cfg.warmup_iters if cfg.decay_lr else 0  # where a taper left out starts
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
             f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
-            f"maps run away; train longer (left out, the taper takes half the steps after the warmup: max_iters >= "
-            f"{cfg.taper_start + 2 * follow} here), or set taper_start and taper_end {follow} or more steps apart")
+            f"maps run away; train longer (with taper_start and taper_end left out, the taper takes half the steps "
+            f"after the warmup: max_iters >= {warmup_end + 2 * follow}), or set them {follow} or more steps apart")
 
 
 RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
@@ -214,7 +215,7 @@ def train(cfg):
     if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, removals + 4)
         model = torch.compile(model)
-    if ddp:  # gamma_t is unused before calibration and gamma at g = 0: DDP must expect unused parameters
+    if ddp:  # gamma_t is unused while g = 1 and gamma at g = 0: DDP must expect unused parameters
         model = DDP(model, device_ids=[device] if device_type == 'cuda' else None,
                     find_unused_parameters=gptconf.taper != 'off')
     resumed_at = iter_num if cfg.init_from == 'resume' else None
@@ -227,8 +228,10 @@ def train(cfg):
             print(warning)
             write_log(dict(kind='warning', text=warning))
 
-    # The loop: iteration k sets the gate and lr of step k, takes the step, and after step taper_start freezes
-    # the calibration. Evaluations and checkpoints happen between steps; timings leave them out.
+    # The loop: iteration k sets the gate g(k) and the lr of step k (set_gate decides what every norm computes and
+    # collects), takes the step, and folds its statistics into c. So c holds the statistics of every step before the
+    # first at g = 0 (the paper's rule: through taper_start); gamma_t and s_tgt those through taper_start. Evaluations
+    # and checkpoints happen between steps (a checkpoint at k holds g(k)); timings leave them out.
     summary, t_start = dict(evals=[]), time.time()
     last_log = dict(t=time.time(), iter=iter_num)  # when, and after which iteration, the last log line was made
     parts_sum = {}                                  # the loss parts summed over the iterations since
@@ -278,7 +281,7 @@ def train(cfg):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t before calibration
+            optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t while g = 1
             raw_model.update_calibration()          # this step's statistics into the EMAs: c <- c* while g > 0
             iter_num += 1
 
@@ -288,7 +291,7 @@ def train(cfg):
                 dt = time.time() - last_log['t']
                 rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
-                if gptconf.taper != 'off' and not raw_model.collecting:  # c is frozen: has s outgrown it? (§4)
+                if raw_model.c_frozen():  # has s outgrown the frozen c? (its EMA of s froze with it, §4)
                     rec['s_drift'] = rec['s'] / raw_model.s_mean().item()
                 parts_sum = {}
                 last_log = dict(t=time.time(), iter=iter_num)

@@ -79,6 +79,9 @@ def saved_config(values, config_cls):
     path = os.path.join(values.get('out_dir', config_cls.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
     if 'follow_c' not in saved:  # a run from before c followed its statistics to g = 0 (GPT.from_checkpoint)
+        if saved.get('taper_start') is None and saved.get('taper', 'off') != 'off':
+            raise UserError(f"the run in {path} was started with the automatic calibration point, which this version "
+                            "no longer has: resume it with the commit its log's header names, or start a new run")
         saved.update(follow_c=False, anchor_target=saved.get('anchor_target') or None)
     for key in MODEL_KEYS + ('taper_start', 'taper_end'):  # and the schedule
         if key in values and key in saved and values[key] != saved[key]:
@@ -167,20 +170,25 @@ def finetune_model(cfg, data_dir, override):
     source, ckpt = load_model(cfg.init_from)
     args, vocab_size = source.config, read_vocab_size(data_dir)
     changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
-    for bad, why in [
-            (args.folded, "it holds a folded model: fine-tune the checkpoint it was folded from"),
-            (args.taper != 'off', f"its model already tapers (taper={args.taper!r}): start from a baseline's "
-                                  "checkpoint (taper='off'), or continue that run with --init_from=resume"),
-            (changed, f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
-                      f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's "
-                      "shape and norm (drop those keys, or train from scratch)"),
-            (args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304},  # GPT-2's, padded
-             f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune on data "
-             "in the model's own vocabulary"),
-            (os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')),
-             "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir")]:
-        if bad:
-            raise UserError(f"init_from={cfg.init_from}: {why}")
+    same_vocabulary = args.vocab_size == vocab_size or {args.vocab_size, vocab_size} == {50257, 50304}  # GPT-2's
+    overwrites_itself = os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt'))
+    refusal = None
+    if args.folded:
+        refusal = "it holds a folded model: fine-tune the checkpoint it was folded from"
+    elif args.taper != 'off':
+        refusal = (f"its model already tapers (taper={args.taper!r}): start from a baseline's checkpoint "
+                   "(taper='off'), or continue that run with --init_from=resume")
+    elif changed:
+        refusal = (f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
+                   f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's shape "
+                   "and norm (drop those keys, or train from scratch)")
+    elif not same_vocabulary:
+        refusal = (f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune "
+                   "on data in the model's own vocabulary")
+    elif overwrites_itself:
+        refusal = "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir"
+    if refusal:
+        raise UserError(f"init_from={cfg.init_from}: {refusal}")
     model = GPT(replace(args, **override))
     model.load_weights(dict(source.named_parameters()))
     return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))
@@ -212,5 +220,5 @@ def check_finite(loss, it, ckpt_path, saved_at):
     """A nan or inf loss means the run diverged: stop before a checkpoint can save it."""
     if not math.isfinite(loss):
         kept = f"{ckpt_path} still holds iteration {saved_at}" if saved_at is not None else "no checkpoint was written"
-        raise UserError(f"the loss is {loss} at iteration {it}: the run diverged ({kept}); lower --learning_rate or "
-                        "calibrate later (--taper_start), and train again")
+        raise UserError(f"the loss is {loss} at iteration {it}: the run diverged ({kept}); lower --learning_rate, "
+                        "or give the taper more steps (--taper_end), and train again")

@@ -23,6 +23,9 @@ learning_rate = 3e-5
 decay_lr = False
 
 # GPT-2's LayerNorms in ln_1 and ln_2 become TaperNorms (exactly the LayerNorm at g = 1); ln_f stays.
-# A trained model's scale has settled, so it calibrates at iteration 24 (20%); gate 0 from 60 on.
+# A trained model's scale has settled, so the paper's rule will do: c frozen at iteration 24 (20%), where the gate
+# starts to close, gate 0 from 60 on (a following c would need a taper of 100 steps or more: METHOD.md §4).
 taper = 'internal'
 taper_start = 24
+taper_end = 60
+follow_c = False

@@ -216,6 +216,9 @@ def test_a_run_from_before_c_followed_its_statistics_resumes_with_the_rule_it_be
     torch.save(dict(kind=KIND, config=config), tmp_path / 'ckpt.pt')   # its saved config: no follow_c, target 0
     saved = saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)}, train_module.TrainConfig)
     assert saved['follow_c'] is False and saved['anchor_target'] is None and saved['taper_start'] == 400
+    torch.save(dict(kind=KIND, config=dict(config, taper_start=None, taper_end=None)), tmp_path / 'ckpt.pt')
+    with pytest.raises(UserError, match='automatic calibration point, which this version no longer has'):
+        saved_config({'init_from': 'resume', 'out_dir': str(tmp_path)}, train_module.TrainConfig)  # its point unfound
 
 
 def test_a_checkpoint_from_before_c_followed_its_statistics_loads_with_the_rule_it_was_trained_by(tmp_path):
