@@ -113,10 +113,12 @@ class TaperNorm(Norm):
       'blend'  0 < g < 1: the convex mix; gamma_t trains.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
     While `collecting` (set by GPT.set_gate: the norm is computed and c follows it), training forwards add the
-    statistics of c* to acc; GPT.update_calibration turns them into c once per optimizer step.
+    statistics of c* to acc; once per optimizer step GPT.update_calibration hands them, summed over ranks, to
+    update_c.
     """
-    def __init__(self, ndim, kind, bias, eps):
+    def __init__(self, ndim, kind, bias, eps, ema_decay):
         super().__init__(ndim, kind, bias, eps)
+        self.ema_decay = ema_decay                                     # of the EMAs c is the ratio of (§3)
         self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, a copy of gamma while g = 1
         self.register_buffer('c', torch.ones(()))                      # the scalar c (§3), frozen at g = 0
         self.register_buffer('ema', torch.zeros(2))                    # EMAs of num / tokens, den / tokens
@@ -150,6 +152,18 @@ class TaperNorm(Norm):
             h = h - h.mean(-1, keepdim=True)
         hg2 = (h * self.weight.detach().to(h.dtype)).pow(2).sum(-1)        # (B, T)
         self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
+
+    @torch.no_grad()
+    def update_c(self, sums):
+        """One optimizer step's (num, den, tokens), all ranks' (§3): into the EMAs, c <- EMA(num) / EMA(den) (the
+        bias corrections cancel in the ratio), and while g = 1 gamma_t <- gamma. Then acc starts the next step."""
+        num, den, tokens = sums
+        d = self.ema_decay
+        self.ema.mul_(d).add_((1 - d) * torch.stack([num / tokens, den / tokens]))
+        self.c.copy_(self.ema[0] / self.ema[1])
+        if self.mode == 'norm':
+            self.weight_t.copy_(self.weight)
+        self.acc.zero_()
 
 
 class FakeLN(TaperNorm):
@@ -210,8 +224,11 @@ class MLP(nn.Module):
 def make_norm(config, tapered):
     if config.norm == 'none' or (tapered and config.folded):
         return Identity()
-    cls = Norm if not tapered else FakeLN if config.removal == 'fakeln' else TaperNorm
-    return cls(config.n_embd, config.norm, config.bias, config.norm_eps)
+    if not tapered:
+        return Norm(config.n_embd, config.norm, config.bias, config.norm_eps)
+    if config.removal == 'fakeln':  # with their momentum, not the config's ema_decay
+        return FakeLN(config.n_embd, config.norm, config.bias, config.norm_eps, FAKELN_DECAY)
+    return TaperNorm(config.n_embd, config.norm, config.bias, config.norm_eps, config.ema_decay)
 
 
 class Block(nn.Module):
@@ -356,9 +373,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def update_calibration(self):
-        """Once per optimizer step: fold this step's token means into the EMAs of every norm still collecting and
-        set its c <- c* = EMA(num) / EMA(den) (the bias corrections cancel), and while g = 1 its gamma_t <- gamma
-        and a calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once the gate moves on (§3, §6)."""
+        """Once per optimizer step: all-reduce the sums of every norm still collecting, and of s, so every rank
+        updates alike; each norm updates its c (TaperNorm.update_c), the model the EMA of s and, while g = 1, a
+        calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once the gate moves on (§3, §6)."""
         norms = [m for m in self.taper_norms() if m.collecting]
         if not norms and not self.collecting:
             return
@@ -366,13 +383,8 @@ class GPT(nn.Module):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(accs)  # every rank sees the global token means, so all calibrate alike
         per_norm = accs[:-2].view(-1, 3)   # (norms, 3): each norm's num, den, tokens (FakeLN: tokens, sum s, tokens)
-        for m, (num, den, n) in zip(norms, per_norm):
-            d = FAKELN_DECAY if isinstance(m, FakeLN) else self.config.ema_decay
-            m.ema.mul_(d).add_((1 - d) * torch.stack([num / n, den / n]))
-            m.c.copy_(m.ema[0] / m.ema[1])
-            if m.mode == 'norm':
-                m.weight_t.copy_(m.weight)
-            m.acc.zero_()
+        for m, sums in zip(norms, per_norm):
+            m.update_c(sums)
         s_sum, s_n = accs[-2:]
         if s_n > 0:
             self.s_ema.mul_(self.config.ema_decay).add_((1 - self.config.ema_decay) * s_sum / s_n)
