@@ -184,6 +184,7 @@ def train(cfg):
     dtype = pick_dtype(cfg.dtype, device)
     ctx = autocast(device, dtype)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    threads_before = torch.get_num_threads()  # given back at the end to a caller in the same process (a test)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # the order of float sums, so a CPU run's last digits, depends on it
     if master:
@@ -311,6 +312,7 @@ def train(cfg):
     if ddp:
         destroy_process_group()
     summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(), wall_s=wall_s)
+    torch.set_num_threads(threads_before)
     return summary
 
 

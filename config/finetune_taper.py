@@ -12,7 +12,7 @@ warmup_iters = 50
 learning_rate = 2e-3
 min_lr = 1e-5
 
-# a trained model's scale has settled: calibrating right after the warmup beat the gate's defaults (README)
+# a trained model's scale has settled: tapering right after the warmup beat tapering later (METHOD.md §11)
 taper = 'internal'
 taper_start = 50
 taper_end = 350

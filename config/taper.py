@@ -7,6 +7,10 @@ eval_interval = 250
 eval_iters = 50
 log_interval = 50
 
+# one CPU thread: the setting of every run in results/, which it reproduces to the digit (more threads are faster
+# on an idle machine, slower on a busy one, and sum floats in another order, which moves the digits)
+threads = 1
+
 # 12 sequences x 64 characters per iteration, 2000 iterations
 gradient_accumulation_steps = 1
 batch_size = 12

@@ -226,7 +226,7 @@ def finetune_tables(runs):
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
               for v in ('finetune_layernorm',) + REMOVALS if v in best]
-    more = ["", "Head to head, paired by seed (a _start200 run calibrates as the main job, 200 and 500):", ""]
+    more = ["", "Head to head, paired by seed (a _start200 run tapers from 200 to 500, as the main job did):", ""]
     more += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
     more += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
     return tuning + '\n'.join(more) + '\n', '\n'.join(lines + provenance(runs)) + '\n'
@@ -246,7 +246,7 @@ def size_tables(runs):
         return '', ''
     tuning = lr_table(runs, [f'{v}-8x{w}' for w in widths for v in SIZES], best, "The size series")
     lines = ["Each at its own best rate (results/results.md: every rate tried) against layernorm of the same size, "
-             "paired by seed, with a 95% interval (_start400 calibrates at 400, taper_ln once s levels off); the "
+             "paired by seed, with a 95% interval (_start400 froze c at 400, taper_ln once s levelled off); the "
              "parameter count and the largest pre-logit scale s any of its runs reached, at any rate tried:", ""]
     lines += head(*VS, 'vs layernorm (paired)', '95% CI', 'relative cost', 'parameters', 'largest s (any rate)')
     lines += [vs_row(runs, best, f'{v}-8x{w}', f'layernorm-8x{w}', lambda rs: f"{rs[0]['params'] / 1e6:.2f}M",
