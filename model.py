@@ -112,15 +112,14 @@ class TaperNorm(Norm):
       'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it follows gamma, §3).
       'blend'  0 < g < 1: the convex mix; gamma_t trains.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
-    While `collecting` (set by GPT.set_gate: the norm is computed and c follows it), training forwards add the
-    statistics of c* to acc; once per optimizer step GPT.update_calibration hands them, summed over ranks, to
-    update_c.
+    While `collecting` (GPT.set_gate says when: while c follows the stream), training forwards add the statistics
+    of c* to acc; once per optimizer step GPT.update_calibration hands them, summed over ranks, to update_c.
     """
     def __init__(self, ndim, kind, bias, eps, ema_decay):
         super().__init__(ndim, kind, bias, eps)
         self.ema_decay = ema_decay                                     # of the EMAs c is the ratio of (§3)
         self.weight_t = nn.Parameter(torch.ones(ndim))                 # gamma_t, a copy of gamma while g = 1
-        self.register_buffer('c', torch.ones(()))                      # the scalar c (§3), frozen at g = 0
+        self.register_buffer('c', torch.ones(()))                      # the scalar c (§3), frozen once not collecting
         self.register_buffer('ema', torch.zeros(2))                    # EMAs of num / tokens, den / tokens
         self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
         self.mode = 'norm'       # 'norm', 'blend' or 'linear': what forward computes (GPT.set_gate)
@@ -284,7 +283,7 @@ class GPT(nn.Module):
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
         self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
         # Python-side state, set from the gate by set_gate (Python values, so compile sees each regime as its graph)
-        self.collecting = True   # training forwards feed the EMA of s (while c follows its statistics, §3)
+        self.collecting_s = True  # training forwards feed the EMA of s (until c freezes, §3; s_tgt's source, §6)
         self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen: g < 1, §6)
 
         self.apply(self._init_weights)
@@ -356,15 +355,21 @@ class GPT(nn.Module):
         if g < 1.0 and self.config.calibrates and int(self.ema_steps) == 0:
             raise RuntimeError("the gate can leave 1 only after update_calibration() has taken a step's statistics")
         self.gate.fill_(g)
-        c_follows = g > 0.0 if self.config.follow_c else g == 1.0
-        self.collecting = self.config.calibrates and c_follows
+        if self.config.follow_c:
+            c_follows = g > 0.0           # ours: while the norm branch is computed
+        else:
+            c_follows = g == 1.0          # the paper's: until the gate leaves 1
+        self.collecting_s = self.config.calibrates and c_follows
         self.anchoring = self.config.anchor_lambda > 0 and (not self.config.calibrated_anchor or g < 1.0)
+        mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
         removed = round((1 - g) * len(norms))   # FakeLN: g is the share of its norms still on, the rest are off
         for i, m in enumerate(norms):
-            if isinstance(m, FakeLN):            # each collects until its removal, which freezes its c
-                m.mode, m.collecting = ('linear', False) if i < removed else ('norm', True)
+            if isinstance(m, FakeLN):            # switched, never blended: on and collecting until its own removal
+                m.mode = 'linear' if i < removed else 'norm'
+                m.collecting = i >= removed
             else:
-                m.mode, m.collecting = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend', self.collecting
+                m.mode = mode
+                m.collecting = c_follows
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -377,7 +382,7 @@ class GPT(nn.Module):
         updates alike; each norm updates its c (TaperNorm.update_c), the model the EMA of s and, while g = 1, a
         calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once the gate moves on (§3, §6)."""
         norms = [m for m in self.taper_norms() if m.collecting]
-        if not norms and not self.collecting:
+        if not norms and not self.collecting_s:
             return
         accs = torch.cat([m.acc for m in norms] + [self.s_acc])
         if dist.is_available() and dist.is_initialized():
@@ -394,7 +399,7 @@ class GPT(nn.Module):
             self.s_tgt.copy_(self.s_mean())
 
     def c_frozen(self):
-        """Every tapering norm's c is frozen (and the EMA of s with it): at g = 0, or under the paper's rule g < 1."""
+        """Every tapering norm's c is frozen: at g = 0, or under the paper's rule once g < 1 (FakeLN: at g = 0)."""
         norms = self.taper_norms()
         return bool(norms) and not any(m.collecting for m in norms)
 
@@ -430,7 +435,7 @@ class GPT(nn.Module):
         # autocast computes cross-entropy in float32; a double model keeps float64 throughout
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         s = per_token_scale(h, self.config.norm, self.config.norm_eps)  # (B, T); the RMS when norm='none'
-        if self.training and self.collecting:
+        if self.training and self.collecting_s:
             self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
         loss, anchor = ce, torch.zeros((), device=idx.device)
         if self.anchoring:                                    # off until s_tgt is frozen (a fixed target: always on)

@@ -57,7 +57,7 @@ class TrainConfig:
     taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
     removal: str = 'taper'               # how they go: 'taper' (one cosine gate) or 'fakeln' (one at a time, §11)
     anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
-    anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen at taper_start
+    anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen as the gate leaves 1
     follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
     learning_rate: float = 6e-4          # the peak learning rate
@@ -70,7 +70,7 @@ class TrainConfig:
     warmup_iters: int = 2000             # iterations of linear warmup
     lr_decay_iters: int | None = None    # iteration where the cosine reaches min_lr; None: max_iters
     min_lr: float = 6e-5                 # the floor of the cosine
-    # the gate (METHOD.md §4): 1 through taper_start, a half cosine down to 0 at taper_end, where c freezes
+    # the gate (METHOD.md §4): 1 through taper_start, a half cosine down to 0 at taper_end (FakeLN: a staircase)
     taper_start: int | None = None       # the last step at g = 1; None: the end of the lr warmup
     taper_end: int | None = None         # where the gate reaches 0; None: half-way through the steps after taper_start
     # system
@@ -231,8 +231,9 @@ def train(cfg):
 
     # The loop: iteration k sets the gate g(k) and the lr of step k (set_gate decides what every norm computes and
     # collects), takes the step, and folds its statistics into c. So c holds the statistics of every step before the
-    # first at g = 0 (the paper's rule: through taper_start); gamma_t and s_tgt those through taper_start. Evaluations
-    # and checkpoints happen between steps (a checkpoint at k holds g(k)); timings leave them out.
+    # first at g = 0 (the paper's rule: through taper_start), gamma_t and s_tgt those through taper_start (FakeLN: a
+    # norm's c and gamma_t up to its removal, s_tgt up to the first). Evaluations and checkpoints happen between
+    # steps (a checkpoint at k holds g(k)); timings leave them out.
     summary, t_start = dict(evals=[]), time.time()
     last_log = dict(t=time.time(), iter=iter_num)  # when, and after which iteration, the last log line was made
     parts_sum = {}                                  # the loss parts summed over the iterations since
@@ -283,7 +284,7 @@ def train(cfg):
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t while g = 1
-            raw_model.update_calibration()          # this step's statistics into the EMAs: c <- c* while g > 0
+            raw_model.update_calibration()          # this step's statistics into the EMAs of the norms collecting
             iter_num += 1
 
             # log the mean over the iterations since the last line (the .item() calls sync the device)
@@ -292,7 +293,7 @@ def train(cfg):
                 dt = time.time() - last_log['t']
                 rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
-                if raw_model.c_frozen():  # has s outgrown the frozen c? (its EMA of s froze with it, §4)
+                if raw_model.c_frozen():  # has s outgrown the frozen c? (over the EMA of s where it stopped, §4)
                     rec['s_drift'] = rec['s'] / raw_model.s_mean().item()
                 parts_sum = {}
                 last_log = dict(t=time.time(), iter=iter_num)

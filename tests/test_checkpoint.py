@@ -124,7 +124,7 @@ def test_checkpoint_round_trip_gives_identical_logits(shakespeare_slice, tmp_pat
     raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)          # tensors and plain containers only
     assert raw['kind'] == 'nanotaper' and raw['iter_num'] == 4
     m = GPT.from_checkpoint(raw)
-    assert m.gate.item() == 0.0 and not m.collecting
+    assert m.gate.item() == 0.0 and m.c_frozen() and not m.collecting_s
     assert all(tn.mode == 'linear' for tn in m.taper_norms())          # Python-side state follows the buffers
     again, _ = load_model(tmp_path / 'ckpt.pt')
     x = torch.randint(0, m.config.vocab_size, (2, 16))

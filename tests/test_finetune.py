@@ -154,7 +154,7 @@ def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_ru
     for name, p in weights.named_parameters():
         assert torch.equal(p, model.get_parameter(name)), name
     assert model.config.dropout == 0.1 and model.config.removal == 'fakeln' and model.gate.item() == 1.0
-    assert model.collecting and int(model.ema_steps) == 0 and len(model.taper_norms()) == 4
+    assert model.collecting_s and int(model.ema_steps) == 0 and len(model.taper_norms()) == 4
 
     summary = train_module.train(cfg)
     assert summary['iter_num'] == 6 and summary['gate'] == 0.0
@@ -174,7 +174,7 @@ def test_a_finetune_starts_fresh_run_state_even_from_a_source_with_a_calibrated_
     cfg = finetune(shakespeare_slice, tmp_path / 'ft', source, anchor_lambda=0.1, anchor_target=2.5)
     model, _, _ = train_module.init_model(cfg, os.path.join(shakespeare_slice, 'shakespeare_char'))
     assert model.gate.item() == 1.0 and int(model.ema_steps) == 0 and model.s_ema.item() == 0.0
-    assert model.s_tgt.item() == 2.5 and model.collecting and all(m.mode == 'norm' for m in model.taper_norms())
+    assert model.s_tgt.item() == 2.5 and model.collecting_s and all(m.mode == 'norm' for m in model.taper_norms())
 
 
 def test_weights_that_lack_one_matrix_are_refused(shakespeare_slice, tmp_path):

@@ -45,7 +45,7 @@ def test_a_tapered_model_trains_to_gate_zero(shakespeare_slice, tmp_path, norm, 
     m = GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'ckpt.pt')))
     assert m.gate.item() == final_gate
     if taper != 'off':
-        assert not m.collecting                                         # c is frozen at g = 0
+        assert m.c_frozen() and not m.collecting_s                      # c is frozen at g = 0
         assert all(tn.c.item() != 1.0 for tn in m.taper_norms())         # calibrated from statistics
     if anchor:
         assert m.s_tgt.item() > 0
