@@ -24,7 +24,7 @@ REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'f
 HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
                 ('finetune_taper_start200', 'finetune_taper'), ('finetune_fakeln_start200', 'finetune_fakeln'))
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
-SIZES = ('layernorm', 'taper_ln_start400', 'taper_ln', 'taper_ln_follow')  # the size series (METHOD.md §4)
+SIZES = ('layernorm', 'taper_ln_start400', 'taper_ln')  # the size series (METHOD.md §4; the default: robust_tables)
 LENGTHS = (300, 600, 1000, 2000, 4000)  # the main job run shorter and longer: <variant>-it<n> (2000: no suffix)
 RATES = ((64, 8e-3), (64, 1.6e-2), (256, 1e-3), (256, 2e-3), (256, 4e-3))  # (width, lr) where old rules were tested
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
