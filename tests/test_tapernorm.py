@@ -3,6 +3,7 @@ between, and c is the EMA ratio that best matches the two branches."""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import model as model_module
 from model import GPT, GPTConfig
@@ -181,3 +182,44 @@ def test_internal_taper_keeps_only_ln_f_at_gate_zero(monkeypatch):
     m.set_gate(1.0)
     m(torch.randint(0, 37, (2, 16)))
     assert len(calls) == 1 + 2 * m.config.n_layer + 1
+
+
+class CountOps(TorchDispatchMode):
+    """The aten ops dispatched inside the block, views and other aliases left out: on a GPU each is a launch."""
+    ALIASES = ('aten::view', 'aten::_unsafe_view', 'aten::expand', 'aten::t', 'aten::transpose', 'aten::detach',
+               'aten::alias', 'aten::unsqueeze', 'aten::squeeze')
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func._schema.name.startswith(self.ALIASES):
+            self.ops.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+def ops_of(norm, x, gate, step):
+    """The ops of the norm alone: at inference one forward; in a training step also its backward (the gradient of
+    the output given, so the loss's own ops are not counted)."""
+    grad_out = torch.randn_like(x)
+    with torch.set_grad_enabled(step), CountOps() as count:
+        y = norm(x, gate)
+        if step:
+            y.backward(grad_out)
+    return count.ops
+
+
+@pytest.mark.parametrize('kind,inference,step', [('rmsnorm', 2, 6), ('layernorm', 5, 14)])  # torch 2.13
+def test_a_tapered_norm_at_gate_zero_launches_no_more_ops_than_counted(kind, inference, step):
+    """At g = 0 a TaperNorm computes L(h) alone: at inference c * gamma_t and one multiply (LayerNorm: the centring
+    and beta too), against F.layer_norm's one fused op. Counted on the CPU, the same on any machine: a change that adds
+    a launch goes red. (Fewer is the aim: one op for RMS at inference, three for LayerNorm.)"""
+    tn = model_module.TaperNorm(16, kind, True, EPS, 0.99)
+    tn.mode, tn.collecting = 'linear', False
+    x, gate = torch.randn(2, 3, 16, requires_grad=True), torch.zeros(())
+    assert len(ops_of(tn, x, gate, step=False)) == inference
+    assert len(ops_of(tn, x, gate, step=True)) == step
+    assert 'aten::native_layer_norm' not in ops_of(tn, x, gate, step=True)            # no per-token statistic
+    layer_norm = model_module.Norm(16, 'layernorm', True, EPS)
+    assert ops_of(layer_norm, x, gate, step=False) == ['aten::native_layer_norm']   # the fused baseline
