@@ -123,9 +123,9 @@ def get_gate(it, taper_start, taper_end, removals=0):
 def schedule_warning(cfg):
     """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
     averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
-    gptconf, steps = model_config(cfg), cfg.taper_end - cfg.taper_start
-    follow = round(1 / (1 - gptconf.ema_decay))
-    if gptconf.taper == 'off' or gptconf.removal != 'taper' or not gptconf.follow_c or steps >= follow:
+    steps = cfg.taper_end - cfg.taper_start
+    follow = round(1 / (1 - model_config(cfg).ema_decay))  # the model's decay: 100 steps
+    if cfg.taper == 'off' or cfg.removal != 'taper' or not cfg.follow_c or steps >= follow:
         return None
     warmup_end = cfg.warmup_iters if cfg.decay_lr else 0  # where a taper left out starts
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
