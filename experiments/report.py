@@ -182,8 +182,8 @@ def tables(runs):
              "follows its statistics to g = 0, the gate closing from the warmup's end to half-way through the rest; "
              "taper_ln and taper_rms: the paper's rule, c frozen at 400, g = 0 at 1000:", ""]
     table += head(*VS, 'vs baseline (paired)', '95% CI', 'relative')
-    shown = [(v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best]
-    shown = [row for i, row in enumerate(shown) if row not in shown[:i]]  # a baseline once, above its first taper
+    # each baseline once, above its first taper (dict keys keep the first of equal rows, in order)
+    shown = list(dict.fromkeys((v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best))
     table += [vs_row(runs, best, v, b) for v, b in shown]
     table += provenance([r for r in runs if (r['variant'], r['learning_rate']) in {(v, best[v]) for v, _ in shown}])
     lines = []

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 from configurator import UserError, run_main  # noqa: E402
-from report import SIZES as SIZE_VARIANTS, best_rates, load_runs  # noqa: E402
+from report import LENGTHS as ALL_LENGTHS, SIZES as SIZE_VARIANTS, best_rates, load_runs  # noqa: E402
 from runtime import REPO  # noqa: E402
 
 PAPER = dict(taper_start=400, taper_end=1000, follow_c=False)  # c frozen at 400, 20% of the run: the first sweeps' rule
@@ -48,7 +48,7 @@ WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400
 VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
                  (('layernorm', dict(taper='off')), ('taper_ln_start400', PAPER),
                   ('taper_ln_follow', {}))})
-LENGTHS = (300, 600, 1000, 4000)  # the main job run shorter and longer (the same warmup), its schedules following
+LENGTHS = tuple(n for n in ALL_LENGTHS if n != 2000)  # the main job shorter and longer (2000: the plain variants)
 VARIANTS.update({f'{v}-it{n}': dict(overrides, max_iters=n) for n in LENGTHS for v, overrides in
                  (('layernorm', dict(taper='off')), ('taper_ln_follow', {}))})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
