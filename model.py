@@ -22,6 +22,7 @@ NORMS = ('layernorm', 'rmsnorm', 'none')
 TAPERS = ('off', 'internal', 'all')
 REMOVALS = ('taper', 'fakeln')
 FAKELN_DECAY = 0.9  # FakeLN's EMA momentum (their code's), applied per optimizer step rather than per forward
+EOT = 50256         # GPT-2's end-of-text token: FakeLN's aux loss leaves it out of its target (§11)
 
 
 @dataclass
@@ -40,13 +41,16 @@ class GPTConfig:
     anchor_target: float | None = None  # a fixed s_tgt; None: the EMA of s, frozen when the gate leaves 1
     ema_decay: float = 0.99     # decay of the calibration EMAs (§3)
     follow_c: bool = True       # c follows its statistics until g = 0 (ours, §3); False: frozen as g leaves 1 (paper)
+    fakeln_divisor: str = 'heldout'  # FakeLN's: measured on held-out tokens and held (theirs) | 'ema': then followed
+    fakeln_aux: float = 0.0     # weight of FakeLN's auxiliary loss (§11), s(h) evened out around its batch mean; 0 off
     norm_eps: float = 1e-5
     gelu: str = 'none'          # nn.GELU's approximate: 'none' (exact, nanoGPT) or 'tanh' (OpenAI's GPT-2)
     folded: bool = False        # tapered norms were folded into the next Linear (§7)
 
     def __post_init__(self):
         for key, value, allowed in (('norm', self.norm, NORMS), ('taper', self.taper, TAPERS),
-                                    ('removal', self.removal, REMOVALS), ('gelu', self.gelu, ('none', 'tanh'))):
+                                    ('removal', self.removal, REMOVALS), ('gelu', self.gelu, ('none', 'tanh')),
+                                    ('fakeln_divisor', self.fakeln_divisor, ('heldout', 'ema'))):
             if value not in allowed:
                 raise ValueError(f"{key}={value!r} is not one of {allowed}")
         tapers = self.taper != 'off'
@@ -58,8 +62,8 @@ class GPTConfig:
             raise ValueError("folded=True describes a model with taper='internal' or 'all'")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        if self.anchor_lambda < 0:
-            raise ValueError(f"anchor_lambda={self.anchor_lambda} must be >= 0")
+        if self.anchor_lambda < 0 or self.fakeln_aux < 0:
+            raise ValueError(f"anchor_lambda={self.anchor_lambda} and fakeln_aux={self.fakeln_aux} must be >= 0")
         if self.anchor_target is not None and not self.anchor_target > 0:
             raise ValueError(f"anchor_target={self.anchor_target} must be > 0 (or None: the EMA of s)")
 
@@ -168,10 +172,17 @@ class TaperNorm(Norm):
 class FakeLN(TaperNorm):
     """
     §11, FakeLN (Baroni et al. 2025): the norm stays whole until its own removal step, then is replaced by
-    L(h) = (h - mu) / sigma_avg * gamma + beta  (RMS: h / r_avg * gamma), sigma_avg the average per-token scale
-    of the tokens it saw last, frozen at removal. That is TaperNorm's linear branch with c = 1 / sigma_avg and
-    gamma_t = gamma, so it folds the same way; GPT.set_gate switches these norms one at a time, never blends.
+    L(h) = (h - mu) / sigma * gamma + beta  (RMS: h / sigma * gamma). That is TaperNorm's linear branch with
+    c = 1 / sigma and gamma_t = gamma, so it folds the same way; GPT.set_gate switches these norms one at a time,
+    never blends. sigma is measured before training, through the model the run starts from, on held-out tokens
+    (GPT.measure_divisors), and held (their default); fakeln_divisor='ema' (their flag) goes on from there as an
+    EMA of the batch-mean s(h) until the norm's removal.
     """
+    def set_divisor(self, sigma):
+        """c = 1 / sigma, held in the EMAs as (1, sigma): the state the 'ema' divisor follows the stream from."""
+        self.ema.copy_(torch.stack([torch.ones_like(sigma), sigma]))
+        self.c.copy_(1 / sigma)
+
     def accumulate(self, x):
         """Sums for c = E[1] / E[s(h)]: the same EMA ratio as TaperNorm's c, so its bias corrections cancel too."""
         scale = per_token_scale(x.detach().to(self.acc.dtype), self.kind, self.eps)  # (B, T)
@@ -331,6 +342,7 @@ class GPT(nn.Module):
     def from_checkpoint(cls, ckpt):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
         args, weights = dict(ckpt['model_args']), dict(ckpt['model'])
+        args.setdefault('fakeln_divisor', 'ema')  # written before FakeLN measured its divisor: it followed an EMA
         if 'follow_c' not in args:  # written before c followed its statistics to g = 0: it froze c as g left 1
             args.update(follow_c=False, anchor_target=args.get('anchor_target') or None)  # (0 meant: the EMA of s)
             for name in ('calibrated', 's_ref'):  # run state that now follows from the gate
@@ -364,9 +376,9 @@ class GPT(nn.Module):
         mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
         removed = round((1 - g) * len(norms))   # FakeLN: g is the share of its norms still on, the rest are off
         for i, m in enumerate(norms):
-            if isinstance(m, FakeLN):            # switched, never blended: on and collecting until its own removal
+            if isinstance(m, FakeLN):            # switched, never blended: on until its own removal
                 m.mode = 'linear' if i < removed else 'norm'
-                m.collecting = i >= removed
+                m.collecting = i >= removed and self.config.fakeln_divisor == 'ema'  # (else its divisor is held)
             else:
                 m.mode = mode
                 m.collecting = c_follows
@@ -398,6 +410,25 @@ class GPT(nn.Module):
         if self.config.calibrated_anchor and not self.anchoring:
             self.s_tgt.copy_(self.s_mean())
 
+    @torch.no_grad()
+    def measure_divisors(self, batches):
+        """FakeLN's divisors, before training (§11; their generate_std_dict.py): each norm that goes divides by the
+        pooled scale of its input, sqrt(mean of s(h)^2), over the held-out token ids in batches [(B, T)], positions
+        1 onwards (GPT-2's first position carries a scale many times the others')."""
+        norms = self.taper_norms()
+        squares = {m: [] for m in norms}  # each norm's s(h)^2 of every batch, (B, T - 1)
+        hooks = [m.register_forward_pre_hook(lambda m, args: squares[m].append(
+            per_token_scale(args[0][:, 1:].to(m.acc.dtype), m.kind, m.eps).pow(2))) for m in norms]
+        was_training = self.training
+        self.eval()
+        for idx in batches:
+            self(idx)
+        self.train(was_training)
+        for hook in hooks:
+            hook.remove()
+        for m in norms:
+            m.set_divisor(torch.cat([s.flatten() for s in squares[m]]).mean().sqrt())
+
     def c_frozen(self):
         """Every tapering norm's c is frozen: at g = 0, or under the paper's rule once g < 1 (FakeLN: at g = 0)."""
         norms = self.taper_norms()
@@ -413,7 +444,8 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, kv_cache=None):
         """
         idx (B, T) token ids. Returns (logits, loss, parts):
-          with targets: logits (B, T, V); loss = CE + anchor; parts holds detached ce, anchor, s, logit_norm;
+          with targets: logits (B, T, V); loss = CE + anchor, the scale term (§6's anchor and FakeLN's aux loss,
+                        §11, as set); parts holds detached ce, anchor, s, logit_norm;
           without:      logits of the last position (B, 1, V); loss and parts are None.
         """
         B, T = idx.size()
@@ -440,6 +472,10 @@ class GPT(nn.Module):
         loss, anchor = ce, torch.zeros((), device=idx.device)
         if self.anchoring:                                    # off until s_tgt is frozen (a fixed target: always on)
             anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean()
+        if self.config.fakeln_aux > 0:  # FakeLN's aux loss: s held near this batch's mean, wherever that goes (§11)
+            counted = (idx != EOT) & (pos > 0)               # (B, T): the target leaves out EOT and position 0
+            anchor = anchor + self.config.fakeln_aux * (s - s.detach()[counted].mean()).pow(2).mean()
+        if self.anchoring or self.config.fakeln_aux > 0:
             loss = ce + anchor  # (never ce + a constant zero: torch 2.13's compile drops the grad of that sum)
         parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.detach().mean(),
                      logit_norm=logits.detach().float().norm(dim=-1).mean())

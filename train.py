@@ -59,6 +59,8 @@ class TrainConfig:
     anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
     anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen as the gate leaves 1
     follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
+    fakeln_divisor: str = 'heldout'      # FakeLN's: measured on held-out tokens, then held (theirs) | 'ema': followed
+    fakeln_aux: float = 0.0              # weight of FakeLN's auxiliary loss (§11), on from the first step; 0 off
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
     learning_rate: float = 6e-4          # the peak learning rate
     max_iters: int = 600000              # optimizer steps, exactly
@@ -202,6 +204,11 @@ def train(cfg):
     optimizer = model.to(device).configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                       device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+    if model.config.removal == 'fakeln' and not ckpt:  # FakeLN's divisors, measured through the starting model (§11)
+        gen = torch.Generator().manual_seed(cfg.seed)  # on the held-out batches that evaluation reads
+        with ctx:
+            model.measure_divisors([get_batch(data_dir, 'val', cfg.batch_size, cfg.block_size, gen, device)[0]
+                                    for _ in range(cfg.eval_iters)])
     iter_num, best_val_loss = (ckpt['iter_num'], ckpt['best_val_loss']) if ckpt else (0, float('inf'))
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])

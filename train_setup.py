@@ -24,7 +24,8 @@ from runtime import REPO, git_commit, pick_device
 SHAPE_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'norm')  # what a fine-tune keeps of its source
 
 
-MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target', 'follow_c')  # a run's
+MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target', 'follow_c',  # a run's
+                           'fakeln_divisor', 'fakeln_aux')
 
 
 def model_config(cfg, vocab_size=GPTConfig.vocab_size):
@@ -54,6 +55,9 @@ def validate(cfg):
                          "the path of a checkpoint (ending in .pt)")
     if gpt2 and cfg.norm != 'layernorm':
         raise ValueError(f"GPT-2 comes with LayerNorms: init_from={cfg.init_from!r} needs norm='layernorm'")
+    if cfg.removal == 'fakeln' and cfg.fakeln_divisor == 'heldout' and cfg.init_from == 'scratch':
+        raise ValueError("fakeln_divisor='heldout' measures FakeLN's divisors through a trained model: fine-tune one "
+                         "(init_from=<its ckpt.pt> or 'gpt2'), or set fakeln_divisor='ema'")
     start, end = cfg.taper_start, cfg.taper_end
     ordered = 0 <= start < end
     inside = ordered and end <= cfg.max_iters

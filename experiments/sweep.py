@@ -1,10 +1,11 @@
 """
-The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a fine-tune:
+The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a removal:
 config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished (or diverged)
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
-seeds), ablation, schedule; finetune_lr and finetune (removing the norms of best's LayerNorm models, METHOD.md §11,
-each removal folded and its check added to its log), finetune_schedule; size_lr and size (8 layers, three widths).
+seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); source (the
+converged LayerNorm models, 6 seeds), removal_lr and removal (removing their norms in seven ways, METHOD.md §11, each
+removal folded and its check added to its log).
 $ python experiments/sweep.py --stage=all --jobs=2 && python experiments/report.py   # two runs at a time
 """
 import json
@@ -35,14 +36,16 @@ VARIANTS = {  # name -> overrides of config/taper.py
 }
 # (taper_ln_start_auto and taper_ln-8x*, archived in results/logs, froze c where s levelled off: a rule since
 # replaced; commit 76952c3 runs them)
-FINETUNES = {  # name -> overrides of config/finetune_taper.py, which starts from layernorm's model of the same seed
-    'finetune_layernorm': dict(taper='off'),                 # nothing removed: what fine-tuning alone does
-    'finetune_taper': dict(follow_c=False),                  # Internal-Taper, c frozen at taper_start (as measured)
-    'finetune_fakeln': dict(removal='fakeln', follow_c=False),  # FakeLN on ln_1 and ln_2
-    'finetune_all_taper_anchor': dict(taper='all', anchor_lambda=0.1, follow_c=False),
-    'finetune_fakeln_all': dict(taper='all', removal='fakeln', follow_c=False),  # as its authors run it: no aux loss
-    'finetune_taper_start200': dict(taper_start=200, taper_end=500, follow_c=False),  # the main job's fixed point
-    'finetune_fakeln_start200': dict(removal='fakeln', taper_start=200, taper_end=500, follow_c=False),
+SOURCE = ('layernorm-converged', 4e-3)  # (variant, lr): the model every removal starts from, the same seed's
+ALL = dict(taper='all', taper_end=48)  # ln_f goes too, last, 3 steps after the last ln_1 (their spacing)
+FINETUNES = {  # name -> overrides of config/finetune_taper.py (Internal-Taper, 300 steps, their recipe)
+    'remove_layernorm': dict(taper='off'),                   # the control: nothing removed, what fine-tuning alone does
+    'remove_taper': {},
+    'remove_fakeln': dict(removal='fakeln'),                 # FakeLN as their code runs by default, on ln_1 and ln_2
+    'remove_fakeln_ema': dict(removal='fakeln', fakeln_divisor='ema'),  # ... with the divisor their flag follows
+    'remove_all_taper_anchor': dict(ALL, anchor_lambda=0.1),
+    'remove_fakeln_all': dict(ALL, removal='fakeln'),        # FakeLN on every norm
+    'remove_fakeln_aux': dict(ALL, removal='fakeln', fakeln_aux=0.1),  # ... with their aux loss: their paper's runs
 }
 WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: c frozen at 400 (METHOD.md §4)
 VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
@@ -52,23 +55,21 @@ LENGTHS = tuple(n for n in ALL_LENGTHS if n != 2000)  # the main job shorter and
 VARIANTS.update({f'{v}-it{n}': dict(overrides, max_iters=n) for n in LENGTHS for v, overrides in
                  (('layernorm', dict(taper='off')), ('taper_ln_follow', {}))})
 MAIN = ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms')
-REMOVALS = tuple(FINETUNES)[:5]
+VARIANTS[SOURCE[0]] = dict(taper='off', max_iters=8000)  # the main job's LayerNorm model, trained 4x as long
 SIZES = tuple(f'{v}-8x{w}' for w in WIDTHS for v in SIZE_VARIANTS if f'{v}-8x{w}' in VARIANTS)  # still run
-TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'finetune_lr': (REMOVALS, (2.5e-4, 5e-4, 1e-3, 2e-3)),
+TUNED = {'lr': (MAIN, (1e-3, 2e-3, 4e-3, 8e-3)), 'removal_lr': (tuple(FINETUNES), (2.5e-4, 5e-4, 1e-3, 2e-3)),
          'size_lr': (SIZES, (1e-3, 2e-3, 4e-3))}  # stage -> (variants, the learning rates tried first)
-BEST = {'best': MAIN, 'finetune': REMOVALS, 'size': SIZES}
+BEST = {'best': MAIN, 'removal': tuple(FINETUNES), 'size': SIZES}
 GRID = {'robust': (  # stage -> (variant, lr, seeds): the default against layernorm where the old rules broke
     ('taper_ln_follow', 4e-3, 6), ('taper_ln_follow400', 4e-3, 6),
     *((f'{v}-it{n}', 4e-3, 3) for n in LENGTHS[:3] for v in ('layernorm', 'taper_ln_follow')),
     *((f'{v}-8x256', lr, 3) for lr in (2e-3, 4e-3) for v in ('taper_ln_follow', 'layernorm')),
     ('taper_ln_follow-8x64', 8e-3, 6), ('taper_ln_follow-8x64', 1.6e-2, 3), ('layernorm-8x64', 1.6e-2, 3),
     ('taper_ln_follow-8x256', 1e-3, 6),
-    *((f'{v}-it4000', 4e-3, 3) for v in ('layernorm', 'taper_ln_follow')))}
+    *((f'{v}-it4000', 4e-3, 3) for v in ('layernorm', 'taper_ln_follow'))), 'source': ((*SOURCE, 6),)}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
-           'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6),
-           'finetune_schedule': (('finetune_taper_start200', 'finetune_fakeln_start200'), 6)}
-STAGES = ('lr', 'best', 'ablation', 'schedule', 'finetune_lr', 'finetune', 'finetune_schedule', 'size_lr', 'size',
-          'robust')
+           'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6)}
+STAGES = ('lr', 'best', 'ablation', 'schedule', 'size_lr', 'size', 'robust', 'source', 'removal_lr', 'removal')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
 
@@ -89,8 +90,6 @@ def plan(cfg, stage):
     """[(variant, lr, seed)] of the stage, given the runs finished so far."""
     runs = load_runs(cfg.out_root) + load_runs(cfg.logs)
     best = best_rates(runs)
-    if stage.startswith('finetune') and 'layernorm' not in best:
-        return []  # a fine-tune starts from layernorm's model at its best rate
     if stage in TUNED:
         variants, rates = TUNED[stage]
         wanted = [(v, lr, s) for v in variants for lr in rates for s in SEEDS[:2]]
@@ -120,7 +119,7 @@ def command(cfg, variant, lr, seed, finished, source=None):
     config = 'finetune_taper.py' if variant in FINETUNES else 'taper.py'
     argv = [sys.executable, os.path.join(REPO, 'train.py'), os.path.join(REPO, 'config', config),
             f'--out_dir={os.path.abspath(out_dir)}', f'--seed={seed}', f'--learning_rate={lr:g}']
-    argv += [f'--init_from={os.path.abspath(source)}/ckpt.pt'] if source else []
+    argv += [f'--init_from={os.path.abspath(source)}/ckpt.pt', f'--min_lr={lr / 2:g}'] if source else []  # (theirs)
     argv += [f'--{k}={v}' for k, v in {**VARIANTS, **FINETUNES}[variant].items()] + cfg.extra.split()
     return action, argv + (['--init_from=resume'] if action == 'resume' else [])
 
@@ -146,10 +145,9 @@ def run_stage(cfg, stage):
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // cfg.jobs)))  # threads per run
         runs = load_runs(cfg.out_root) + load_runs(cfg.logs)
         finished, running = {os.path.basename(r['out_dir']) for r in runs}, []
-        ln_rate = best_rates(runs).get('layernorm')
         for variant, lr, seed in todo:
             done.add((variant, lr, seed))
-            source = run_dir(cfg.out_root, 'layernorm', ln_rate, seed) if variant in FINETUNES else None  # same seed
+            source = run_dir(cfg.out_root, *SOURCE, seed) if variant in FINETUNES else None  # the same seed's
             action, argv = command(cfg, variant, lr, seed, finished, source)
             out_dir = run_dir(cfg.out_root, variant, lr, seed)
             print(f"{action:6s} {out_dir}" + ('' if action == 'skip' else '  ' + ' '.join(argv[2:])), flush=True)
@@ -157,8 +155,7 @@ def run_stage(cfg, stage):
                 continue
             if source and action == 'start' and not os.path.exists(os.path.join(source, 'ckpt.pt')):
                 print(f"first  {source} (its log is archived, not its weights: trained again, exactly)", flush=True)
-                subprocess.run(command(cfg, 'layernorm', ln_rate, seed, set())[1], stdout=subprocess.DEVNULL, cwd=REPO,
-                               env=env)
+                subprocess.run(command(cfg, *SOURCE, seed, set())[1], stdout=subprocess.DEVNULL, cwd=REPO, env=env)
             os.makedirs(out_dir, exist_ok=True)
             log = open(os.path.join(out_dir, 'stdout.txt'), 'a')
             running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), out_dir))

@@ -1,6 +1,7 @@
 """
 Removing the norms of a trained model (METHOD.md §11). FakeLN keeps each norm whole until its own step, in its
-order (every ln_2, every ln_1, then ln_f), then divides by sigma_avg, the average scale of the tokens it saw;
+order (every ln_2, every ln_1, then ln_f), then divides by sigma, its input's pooled scale measured on held-out
+tokens before training (or, with their flag, an EMA from there); its aux loss evens out s around the batch mean;
 and a run can start from any baseline's checkpoint: exactly its weights, a fresh run around them.
 """
 import json
@@ -15,19 +16,20 @@ from reference import as_the_norm_sees, one_step_of_forwards, synthetic_dataset
 
 import train as train_module
 from checkpoint import KIND, load_checkpoint, load_model
-from configurator import UserError
+from configurator import UserError, parse_config
 from fold import fold_model
-from model import FAKELN_DECAY, GPT, GPTConfig
+from model import EOT, FAKELN_DECAY, GPT, GPTConfig
+from runtime import REPO
 
 EPS = 1e-5
 NAMES = ('h.0.ln_2', 'h.1.ln_2', 'h.0.ln_1', 'h.1.ln_1', 'ln_f')  # FakeLN's order in a 2-layer All-Taper model
 
 
-def fakeln_model(norm):
+def fakeln_model(norm, **kw):
     """A tiny float64 All-Taper FakeLN model with random, non-identity gamma and beta."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=24, bias=True, norm=norm,
-                      taper='all', removal='fakeln', norm_eps=EPS)).double().train()
+    m = GPT(GPTConfig(**{**dict(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=24, bias=True, norm=norm,
+                                taper='all', removal='fakeln', norm_eps=EPS), **kw})).double().train()
     with torch.no_grad():
         for tn in m.taper_norms():
             tn.weight.copy_(1 + 0.5 * torch.randn_like(tn.weight))
@@ -42,22 +44,56 @@ def ordinary(tn, x):
     return F.rms_norm(x, (x.size(-1),), tn.weight, EPS)
 
 
+def residual_inputs(m, idx):
+    """Each norm's input, by hand: the residual stream at ln_1, ln_2 of every block and at ln_f, in FakeLN's order."""
+    x = m.transformer.wte(idx) + m.transformer.wpe(torch.arange(idx.size(1)))
+    at_ln_1, at_ln_2 = [], []
+    for block in m.transformer.h:
+        at_ln_1.append(x)
+        x = x + block.attn(block.ln_1(x, m.gate))
+        at_ln_2.append(x)
+        x = x + block.mlp(block.ln_2(x, m.gate))
+    return at_ln_2 + at_ln_1 + [x]
+
+
 @pytest.mark.parametrize('norm', ['layernorm', 'rmsnorm'])
-def test_a_removed_norm_divides_by_the_average_scale_of_the_tokens_it_saw(norm):
-    """Three optimizer steps of two micro-batches; sigma_avg is the bias-corrected EMA (FakeLN's momentum) of each
-    step's token mean of the per-token std (RMS: r(h)), computed here by hand."""
+def test_the_divisor_is_the_pooled_scale_of_the_held_out_tokens_from_position_1_on(norm):
+    """Their generate_std_dict.py, by hand: sigma = sqrt(mean over the tokens of s(h)^2), position 0 left out (where
+    GPT-2's scale is many times the rest), over every batch; held from then on (their default)."""
     m = fakeln_model(norm)
+    batches = [torch.randint(0, 37, (3, 16)) for _ in range(2)]
+    m.measure_divisors(batches)
+    with torch.no_grad():
+        inputs = [torch.cat(hs) for hs in zip(*(residual_inputs(m, idx) for idx in batches))]  # per norm, (6, 16, 24)
+    for tn, h in zip(m.taper_norms(), inputs):
+        h = h[:, 1:]                                                     # positions 1 onwards
+        h = h - h.mean(-1, keepdim=True) if norm == 'layernorm' else h
+        sigma = torch.sqrt((h.pow(2).mean(-1) + EPS).mean())
+        torch.testing.assert_close(tn.c, 1 / sigma, rtol=1e-12, atol=0)
+    assert m.training and not any(tn.collecting for tn in m.taper_norms())  # held: nothing follows the stream
+    c_before = [tn.c.clone() for tn in m.taper_norms()]
+    one_step_of_forwards(m)
+    m.update_calibration()
+    assert all(torch.equal(tn.c, c) for tn, c in zip(m.taper_norms(), c_before))
+
+
+@pytest.mark.parametrize('norm', ['layernorm', 'rmsnorm'])
+def test_a_removed_norm_divides_by_the_ema_of_the_scale_from_the_measured_divisor_on(norm):
+    """fakeln_divisor='ema' (their EXP_RECOMPUTE_STD_ON_REAL): from the measured sigma_0, three optimizer steps of
+    two micro-batches; sigma is the EMA (FakeLN's momentum) of each step's token mean of the per-token std (RMS:
+    r(h)), computed here by hand, and the norm divides by it once removed."""
+    m = fakeln_model(norm, fakeln_divisor='ema')
     first, second = m.transformer.h[0].ln_2, m.transformer.h[1].ln_2
     assert m.taper_norms()[:2] == [first, second]                       # block 0's ln_2 goes first
+    first.set_divisor(torch.tensor(2.5, dtype=torch.float64))           # as measure_divisors would
     seen = []
     first.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
-    ema = 0.0
+    sigma_avg = 2.5
     for step in range(3):
         one_step_of_forwards(m, seen)
         h = as_the_norm_sees(seen, norm)                                # every token of the step
-        ema = FAKELN_DECAY * ema + (1 - FAKELN_DECAY) * torch.sqrt(h.pow(2).mean(-1) + EPS).mean().item()
+        sigma_avg = FAKELN_DECAY * sigma_avg + (1 - FAKELN_DECAY) * torch.sqrt(h.pow(2).mean(-1) + EPS).mean().item()
         m.update_calibration()
-    sigma_avg = ema / (1 - FAKELN_DECAY ** 3)
 
     x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
     with torch.no_grad():
@@ -72,9 +108,10 @@ def test_a_removed_norm_divides_by_the_average_scale_of_the_tokens_it_saw(norm):
 
 @pytest.mark.parametrize('follow_c', [True, False])
 def test_a_fakeln_norm_still_on_keeps_collecting_and_s_stops_where_the_rule_says(follow_c):
-    """One norm removed: it is frozen, the next still follows its statistics (FakeLN's own rule, either way);
-    the EMA of s goes on while any norm is computed, and under the paper's rule it stops as the gate leaves 1."""
-    m = fakeln_model('layernorm')
+    """With the EMA divisor, one norm removed: it is frozen, the next still follows its statistics (FakeLN's own
+    rule, either way); the EMA of s goes on while any norm is computed, and under the paper's rule it stops as the
+    gate leaves 1."""
+    m = fakeln_model('layernorm', fakeln_divisor='ema')
     m.config.follow_c = follow_c
     first, second = m.taper_norms()[:2]
     for step in range(2):
@@ -95,7 +132,7 @@ def test_removals_happen_in_fakeln_order_at_their_iterations_and_each_c_freezes_
         shakespeare_slice, tmp_path):
     """taper_start 2, taper_end 12, five norms: norm i goes at 2 + ceil(10 (i + 1) / 5) = 4, 6, 8, 10, 12."""
     cfg = run_config(shakespeare_slice, tmp_path, n_layer=2, taper='all', removal='fakeln', taper_start=2,
-                     taper_end=12, max_iters=14, lr_decay_iters=14, eval_interval=14)
+                     taper_end=12, max_iters=14, lr_decay_iters=14, eval_interval=14, fakeln_divisor='ema')
     modes, cs = [], []
 
     def spy(model, args):
@@ -244,3 +281,43 @@ def test_a_run_from_a_checkpoint_refuses_what_it_cannot_start_from_in_one_line(s
     assert load_checkpoint(source)['iter_num'] == 4                   # untouched
     r = cli('train.py', f'--init_from={source}', *data)  # the shape comes from the checkpoint: no flag needed
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_aux_loss_evens_out_s_around_its_batch_mean_leaving_position_0_and_end_of_text_out_of_the_target():
+    """Their CustomTrainer.compute_loss, by hand: w * mean over every token of (s(h) - target)^2 on ln_f's input,
+    the target the batch's mean s over the tokens that are neither at position 0 nor end-of-text, and detached:
+    the loss and its gradient match the hand-made ones (a target that kept its gradient would move the second)."""
+    m = fakeln_model('layernorm', vocab_size=EOT + 1, taper='internal', fakeln_aux=0.1)
+    idx = torch.randint(0, 200, (3, 16))
+    idx[0, 5] = idx[2, 9] = idx[1, 0] = EOT
+    targets = torch.randint(0, 200, (3, 16))
+
+    h = residual_inputs(m, idx)[-1]                                      # ln_f's input, (3, 16, 24)
+    s = torch.sqrt((h - h.mean(-1, keepdim=True)).pow(2).mean(-1) + EPS)  # (3, 16)
+    counted = torch.ones(3, 16, dtype=torch.bool)
+    counted[:, 0] = False
+    counted[0, 5] = counted[2, 9] = False
+    aux = 0.1 * (s - s.detach()[counted].mean()).pow(2).mean()
+    logits = m.lm_head(m.transformer.ln_f(h, m.gate))
+    (F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1)) + aux).backward()
+    expected_grad = m.transformer.wpe.weight.grad.clone()
+    m.zero_grad()
+
+    _, loss, parts = m(idx, targets)
+    loss.backward()
+    torch.testing.assert_close(parts['anchor'], aux.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(m.transformer.wpe.weight.grad, expected_grad, rtol=1e-10, atol=1e-14)
+    everything = 0.1 * (s - s.mean()).pow(2).mean()                     # a target of every token: not theirs
+    assert abs(everything.item() - aux.item()) > 1e-6 * aux.item()
+
+
+def test_the_removals_sit_where_their_schedule_puts_them_for_four_layers():
+    """Their GPT-2 small schedule (config.py) with 4 layers: the first norm goes at step 20, the last ln_1 at 45
+    (its v input, 3 steps apart), ln_f at 48; ours spaces the ones between evenly (METHOD.md §11)."""
+    for extra, last in (([], 45), (['--taper=all', '--taper_end=48'], 48)):
+        cfg = parse_config(train_module.TrainConfig, [os.path.join(REPO, 'config', 'finetune_fakeln.py'), *extra])
+        n = 8 if not extra else 9
+        gates = [train_module.get_gate(it, cfg.taper_start, cfg.taper_end, n) for it in range(cfg.max_iters)]
+        removed_at = [it for it in range(1, len(gates)) if gates[it] < gates[it - 1]]
+        assert (len(removed_at), removed_at[0], removed_at[-1], cfg.max_iters) == (n, 20, last, 300)
+        assert (cfg.warmup_iters, cfg.learning_rate / cfg.min_lr, cfg.beta2, cfg.weight_decay) == (25, 2, 0.999, 0.01)

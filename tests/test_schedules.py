@@ -88,7 +88,7 @@ def test_a_warmup_longer_than_the_run_is_refused_naming_both():
     (['--max_iters=298'], True),                           # 99 steps: too short for c to follow the stream
     (['--max_iters=2000', '--taper_start=400', '--taper_end=450'], True),
     (['--max_iters=298', '--follow_c=False'], False),     # c is frozen at taper_start anyway: nothing to follow
-    (['--max_iters=298', '--removal=fakeln'], False),      # FakeLN switches each norm at once
+    (['--max_iters=298', '--removal=fakeln', '--fakeln_divisor=ema'], False),  # FakeLN switches each at once
     (['--max_iters=298', '--taper=off'], False),
 ])
 def test_a_taper_shorter_than_the_ema_of_c_warns_in_one_line_with_the_fix(args, warns):
