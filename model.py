@@ -8,7 +8,7 @@ runs: the training loop drives it through two calls,
                           c <- c*, and while g = 1 gamma_t <- gamma and the anchor's s_tgt <- the EMA of s (§3, §6)
 and the forward pass, which returns logits, the loss and its parts. Everything else follows from g: a norm collects
 while it is computed (g > 0), so its c follows the stream until the gate reaches 0 (follow_c=False, the paper's
-rule: only while g = 1; a FakeLN norm: until its own removal), and freezes there (§3).
+rule: only while g = 1), and freezes there (§3). A FakeLN norm's divisor is measured before training (§11).
 """
 import math
 from dataclasses import dataclass
@@ -159,13 +159,11 @@ class TaperNorm(Norm):
     @torch.no_grad()
     def update_c(self, sums):
         """One optimizer step's (num, den, tokens), all ranks' (§3): into the EMAs, c <- EMA(num) / EMA(den) (the
-        bias corrections cancel in the ratio), and while g = 1 gamma_t <- gamma. Then acc starts the next step."""
+        bias corrections cancel in the ratio). Then acc starts the next step."""
         num, den, tokens = sums
         d = self.ema_decay
         self.ema.mul_(d).add_((1 - d) * torch.stack([num / tokens, den / tokens]))
         self.c.copy_(self.ema[0] / self.ema[1])
-        if self.mode == 'norm':
-            self.weight_t.copy_(self.weight)
         self.acc.zero_()
 
 
@@ -390,9 +388,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def update_calibration(self):
-        """Once per optimizer step: all-reduce the sums of every norm still collecting, and of s, so every rank
-        updates alike; each norm updates its c (TaperNorm.update_c), the model the EMA of s and, while g = 1, a
-        calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once the gate moves on (§3, §6)."""
+        """Once per optimizer step: gamma_t <- gamma in every norm still whole; all-reduce the sums of every norm
+        still collecting, and of s, so every rank updates alike; each norm updates its c (TaperNorm.update_c), the
+        model the EMA of s and, while g = 1, a calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once
+        the gate moves on (§3, §6)."""
+        for m in self.taper_norms():
+            if m.mode == 'norm':
+                m.weight_t.copy_(m.weight)
         norms = [m for m in self.taper_norms() if m.collecting]
         if not norms and not self.collecting_s:
             return

@@ -20,9 +20,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from configurator import UserError, run_main  # noqa: E402
 
 PAIRS = (('taper_ln_follow', 'layernorm'), ('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))  # taper, baseline
-REMOVALS = ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor', 'finetune_fakeln_all')
-HEAD_TO_HEAD = (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
-                ('finetune_taper_start200', 'finetune_taper'), ('finetune_fakeln_start200', 'finetune_fakeln'))
+REMOVALS = {  # section -> (the control, the ways of removing the norms, the pairs head to head): METHOD.md §11
+    'removal': ('remove_layernorm', ('remove_taper', 'remove_fakeln', 'remove_fakeln_ema', 'remove_all_taper_anchor',
+                                     'remove_fakeln_all', 'remove_fakeln_aux'),
+                (('remove_taper', 'remove_fakeln'), ('remove_fakeln_ema', 'remove_fakeln'),
+                 ('remove_all_taper_anchor', 'remove_fakeln_all'), ('remove_all_taper_anchor', 'remove_fakeln_aux'),
+                 ('remove_fakeln_aux', 'remove_fakeln_all'))),
+    'finetune': ('finetune_layernorm', ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor',
+                                        'finetune_fakeln_all'),  # the first recipe: 1,000 steps, unconverged source
+                 (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),
+                  ('finetune_taper_start200', 'finetune_taper'), ('finetune_fakeln_start200', 'finetune_fakeln')))}
 VS = ('variant', 'lr', 'seeds', 'final val loss')  # vs_row's cells before the paired difference
 SIZES = ('layernorm', 'taper_ln_start400', 'taper_ln')  # the size series (METHOD.md §4; the default: robust_tables)
 LENGTHS = (300, 600, 1000, 2000, 4000)  # the main job run shorter and longer: <variant>-it<n> (2000: no suffix)
@@ -208,27 +215,35 @@ def tables(runs):
     return tuning + '\n'.join(lines + provenance(runs)) + '\n', '\n'.join(table) + '\n'
 
 
-def finetune_tables(runs):
-    """The fine-tunes (tuning, tables): each against finetune_layernorm, then the pairs of HEAD_TO_HEAD."""
-    runs = [r for r in runs if r['source']]
+def removal_tables(runs, section):
+    """The removals of a section of REMOVALS (tuning, tables): each way against the control, then head to head."""
+    control, ways, pairs = REMOVALS[section]
+    runs = [r for r in runs if r['source'] and r['variant'] in {control, *ways, *(v for pair in pairs for v in pair)}]
     best, start = best_rates(runs), {r['source']: r['log']['eval'][0]['val'] for r in runs}.values()
-    if 'finetune_layernorm' not in best:
+    if control not in best:
         return '', ''
-    tuning = lr_table(runs, ('finetune_layernorm',) + REMOVALS, best, "Removing the norms of a trained model")
+    tuning = lr_table(runs, (control,) + ways, best, f"Removing the norms of a trained model ({section})")
+    moves = [r['val_loss'] / r['log']['eval'][0]['val'] - 1 for r in runs if (r['variant'], r['learning_rate']) ==
+             (control, best[control])]  # how far fine-tuning alone takes each seed's model
     lines = [f"Every fine-tune starts at validation loss {statistics.fmean(start):.4f} (the mean over the seeds' "
-             f"models) and runs {runs[0]['max_iters']} iterations; each way at its best rate (results/results.md: "
-             "every rate tried), paired by seed with finetune_layernorm, a 95% interval (Student's t); the largest "
-             "pre-logit scale s seen, the logit norm at the end, and the largest logit difference between a model "
-             "and its fold (fold.py, float32):", ""]
-    lines += head(*VS, 'vs finetune_layernorm', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: logit diff')
-    lines += [vs_row(runs, best, v, 'finetune_layernorm', lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
+             f"models) and runs {runs[0]['max_iters']} iterations; the control alone moves it by "
+             f"{100 * statistics.fmean(moves):+.2f}% (seeds {100 * min(moves):+.2f}% to {100 * max(moves):+.2f}%). "
+             f"Each way at its best rate (results/results.md: every rate tried), paired by seed with {control}: the "
+             "increase in cross-entropy (a 95% interval, Student's t) and relative; the largest pre-logit scale s "
+             "seen, the logit norm at the end, and the largest logit difference between a model and its fold "
+             "(fold.py, float32):", ""]
+    lines += head(*VS, f'vs {control}', '95% CI', 'relative', 'largest s', 'logit norm', 'fold: logit diff')
+    lines += [vs_row(runs, best, v, control, lambda rs: f"{max(r['largest_s'] for r in rs):.1f}",
                      lambda rs: f"{statistics.fmean(r['logit_norm'] for r in rs):.1f}",
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
-              for v in ('finetune_layernorm',) + REMOVALS if v in best]
-    more = ["", "Head to head, paired by seed (a _start200 run tapers from 200 to 500, as the main job did):", ""]
+              for v in (control,) + ways if v in best]
+    start200 = " (a _start200 run tapers from 200 to 500, as the main job did)" if section == 'finetune' else ""
+    more = ["", f"Head to head ({section}), paired by seed{start200}:", ""]
     more += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
-    more += [vs_row(runs, best, a, b, lambda rs: b) for a, b in HEAD_TO_HEAD if a in best and b in best]
+    more += [vs_row(runs, best, a, b, lambda rs: b) for a, b in pairs if a in best and b in best]
+    if section != 'removal':  # the first recipe's tables are results.md's alone
+        return tuning + '\n'.join(more + [""] + lines + provenance(runs)) + '\n', ''
     return tuning + '\n'.join(more) + '\n', '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -400,8 +415,8 @@ def main(cfg):
         writer = csv.DictWriter(f, [k for k in runs[0] if k not in ('out_dir', 'log')], extrasaction='ignore')
         writer.writeheader()
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
-    sections = {'results': tables(runs), 'robust': robust_tables(runs), 'finetune': finetune_tables(runs),
-                'size': size_tables(runs)}
+    sections = {'results': tables(runs), 'robust': robust_tables(runs), 'removal': removal_tables(runs, 'removal'),
+                'finetune': removal_tables(runs, 'finetune'), 'size': size_tables(runs)}
     with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has each section's last
         f.write('\n'.join(part for parts in sections.values() for part in parts if part))
     plot(runs, cfg.out, plt)

@@ -75,6 +75,15 @@ def test_the_divisor_is_the_pooled_scale_of_the_held_out_tokens_from_position_1_
     one_step_of_forwards(m)
     m.update_calibration()
     assert all(torch.equal(tn.c, c) for tn, c in zip(m.taper_norms(), c_before))
+    first = m.taper_norms()[0]
+    with torch.no_grad():
+        first.weight.mul_(1.5)                                          # gamma trains while the norm is whole,
+        m.update_calibration()
+        m.set_gate(1 - 1 / len(m.taper_norms()))                        # so its removal divides and scales by gamma
+        x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
+        centred = x - x.mean(-1, keepdim=True) if norm == 'layernorm' else x
+        expected = centred * c_before[0] * first.weight + (first.bias if first.bias is not None else 0)
+        torch.testing.assert_close(first(x, m.gate), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('norm', ['layernorm', 'rmsnorm'])

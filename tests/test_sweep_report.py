@@ -290,3 +290,24 @@ def test_the_readme_speed_table_is_regenerated_from_the_bench_record_alone(tmp_p
     assert not (tmp_path / 'out').exists()                      # no sweep: no runs.csv, tables or plots
     with pytest.raises(UserError, match='no such file'):
         report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'no-sweep'), bench=str(tmp_path / 'missing.json')))
+
+
+def test_the_removal_section_reports_the_control_s_move_and_each_way_in_cross_entropy_in_the_readme(tmp_path):
+    """The converged recipe's section goes to the README (the first recipe's to results.md only): how far the control
+    moves each seed's source (start 4.0, finals 1.70, 1.71, 1.69: -57.50%, seeds -57.75% to -57.25%), and each way's
+    paired increase over the control in cross-entropy beside the relative one."""
+    pytest.importorskip('matplotlib')
+    source = dict(ckpt='/x/layernorm-converged-lr0.004-s1/ckpt.pt', iter=8000)
+    for seed, (control, fakeln) in zip((1, 2, 3), [(1.70, 1.72), (1.71, 1.72), (1.69, 1.72)]):
+        for variant, final in (('remove_layernorm', control), ('remove_fakeln', fakeln)):
+            write_log(tmp_path / 'sweep' / f'{variant}-lr0.0005-s{seed}', 5e-4, seed, final, source=source)
+    readme = tmp_path / 'README.md'
+    readme.write_text(''.join(f"<!-- report:{name} -->\nold\n<!-- /report:{name} -->\n"
+                              for name in ('results', 'robust', 'size', 'removal')) + "after\n")
+    report.main(report.ReportConfig(sweep_dir=str(tmp_path / 'sweep'), out=str(tmp_path / 'out'), readme=str(readme)))
+    text = readme.read_text().split("<!-- report:removal -->")[1]
+    assert "the control alone moves it by -57.50% (seeds -57.75% to -57.25%)" in text and "\nold\n" not in text
+    half = 4.303 * statistics.stdev([0.02, 0.01, 0.03]) / 3 ** 0.5
+    assert (f"| remove_fakeln | 0.0005 | 3 | 1.7200 ± 0.0000 | +0.0200 (3 seeds) | [{0.02 - half:+.4f}, "
+            f"{0.02 + half:+.4f}] | +1.18% |") in text
+    assert text.endswith("<!-- /report:removal -->\nafter\n")
