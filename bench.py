@@ -1,5 +1,4 @@
-"""
-Time the norm variants side by side: one shape, one device, one process (METHOD.md §8).
+"""Time the norm variants side by side: one shape, one device, one process (METHOD.md §8).
   rmsnorm, layernorm   the normalized baselines (RMSNorm is the paper's)
   taper_rms, taper_ln  TaperNorm at g = 0 built from each: the explicit scaling L(h), not folded
   folded_rms, _ln      the g = 0 model after fold.py, no norm in its blocks: each against its own baseline
@@ -16,7 +15,7 @@ the file --out names.
 """
 import json
 import os
-import time
+import timeit
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -144,10 +143,7 @@ def make_step(mode, model, B, T, cfg, device, ctx):
 def clock(step, n, device):
     """Seconds per call, over n calls; on CUDA, events around the queued work (no host-side guesswork)."""
     if not device.startswith('cuda'):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step()
-        return (time.perf_counter() - t0) / n
+        return timeit.timeit(step, number=n) / n
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize(device)  # device's own stream, not the current device's: --device=cuda:1 times cuda:1
     start.record(torch.cuda.current_stream(device))

@@ -1,5 +1,4 @@
-"""
-Checkpoints hold tensors and plain dicts only, so torch.load(weights_only=True) reads them and no code runs on load.
+"""Checkpoints hold tensors and plain dicts only, so torch.load(weights_only=True) reads them and no code runs on load.
 Each is written to a temporary file and renamed: a crash leaves the last good one whole. load_checkpoint is the one
 reader (resume, fold.py, sample.py; load_gpt2 reads GPT-2's weights): whatever is wrong, it says so in one line.
 """

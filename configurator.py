@@ -1,5 +1,4 @@
-"""
-Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
+"""Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
   $ python train.py config/taper.py --batch_size=32 --compile
 A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
 to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
@@ -75,7 +74,10 @@ def read_args(cls, argv):
             raw = 'True'
         elif not sep:
             raise UserError(f"{arg}: overrides take the form --key=value")
-        overrides[key] = (raw if hints.get(key) is str else literal(raw), arg)
+        try:  # '3e-4' -> 0.0003, 'False' -> False; what is not a Python literal ('cpu') stays text
+            overrides[key] = (raw if hints.get(key) is str else ast.literal_eval(raw), arg)
+        except (ValueError, SyntaxError):
+            overrides[key] = (raw, arg)
     values = {}
     for key, (value, source) in {**from_files, **overrides}.items():
         if key not in hints:
@@ -84,14 +86,6 @@ def read_args(cls, argv):
             raise UserError(f"{source}: unknown config key {key!r}{hint}; --help lists them")
         values[key] = coerce(key, value, hints[key], source)
     return values
-
-
-def literal(text):
-    """'3e-4' -> 0.0003, 'False' -> False, 'cpu' -> 'cpu' (what is not a Python literal stays text)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def usage(cls):

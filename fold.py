@@ -1,5 +1,4 @@
-"""
-Fold a tapered model at gate 0 into an ordinary GPT whose blocks hold no norm (METHOD.md §7).
+"""Fold a tapered model at gate 0 into an ordinary GPT whose blocks hold no norm (METHOD.md §7).
 $ python fold.py                                 # out-taper/ckpt.pt (the quick start's) -> out-taper/ckpt_folded.pt
 $ python fold.py --ckpt=out-all_taper/ckpt.pt
 At g = 0 every TaperNorm is the affine map L(h) = c * (h - mu) * gamma_t + beta (RMS: no mu, no beta), so

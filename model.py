@@ -1,5 +1,4 @@
-"""
-The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
+"""The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
 
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
 runs: the training loop drives it through two calls,
@@ -80,8 +79,7 @@ class GPTConfig:
 
 def per_token_scale(h, kind, eps):
     """The per-token statistic a norm divides by: r(h) for RMS, s(h) (the std) for LayerNorm. (..., d) -> (...)"""
-    if kind == 'layernorm':
-        h = h - h.mean(-1, keepdim=True)
+    h = h - h.mean(-1, keepdim=True) if kind == 'layernorm' else h
     return torch.sqrt(h.pow(2).mean(-1) + eps)
 
 
@@ -141,9 +139,7 @@ class TaperNorm(Norm):
         if self.collecting and self.training:
             self.accumulate(x)
         y = super().forward(x)
-        if self.mode == 'blend':
-            return gate * y + (1 - gate) * self.linear(x)
-        return y
+        return gate * y + (1 - gate) * self.linear(x) if self.mode == 'blend' else y
 
     def accumulate(self, x):
         """Add this micro-batch's sums of |h*gamma|^2 / r(h) and |h*gamma|^2 to acc, in acc's precision (float32,
@@ -151,8 +147,7 @@ class TaperNorm(Norm):
         scale of the stream, and leaves the scale of L(h) that gamma_t learns in the blend to gamma_t (§3)."""
         h = x.detach().to(self.acc.dtype)
         scale = per_token_scale(h, self.kind, self.eps)                 # (B, T)
-        if self.kind == 'layernorm':
-            h = h - h.mean(-1, keepdim=True)
+        h = h - h.mean(-1, keepdim=True) if self.kind == 'layernorm' else h
         hg2 = (h * self.weight.detach().to(h.dtype)).pow(2).sum(-1)        # (B, T)
         self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
 
@@ -160,9 +155,7 @@ class TaperNorm(Norm):
     def update_c(self, sums):
         """One optimizer step's (num, den, tokens), all ranks' (§3): into the EMAs, c <- EMA(num) / EMA(den) (the
         bias corrections cancel in the ratio). Then acc starts the next step."""
-        num, den, tokens = sums
-        d = self.ema_decay
-        self.ema.mul_(d).add_((1 - d) * torch.stack([num / tokens, den / tokens]))
+        self.ema.mul_(self.ema_decay).add_((1 - self.ema_decay) * (sums[:2] / sums[2]))  # num / tokens, den / tokens
         self.c.copy_(self.ema[0] / self.ema[1])
         self.acc.zero_()
 
@@ -203,15 +196,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        mask, causal = None, True
+        mask = None
         if cache is not None:                       # write this step's keys/values, attend to all so far
             k_buf, v_buf, pos = cache
             k_buf[:, :, pos:pos + T], v_buf[:, :, pos:pos + T] = k, v
             k, v = k_buf[:, :, :pos + T], v_buf[:, :, :pos + T]  # (B, nh, pos+T, hs)
             if pos > 0:                             # query i sits at position pos+i and sees keys 0..pos+i
-                causal = False
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -261,9 +253,6 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
 
-    def layer(self, i):
-        return self.k[i], self.v[i], self.pos
-
 
 class GPT(nn.Module):
     def __init__(self, config):
@@ -302,12 +291,10 @@ class GPT(nn.Module):
         self.set_gate(1.0)
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
 
     def get_num_params(self, non_embedding=True):
         n_params = sum(p.numel() for p in self.parameters())
@@ -339,17 +326,10 @@ class GPT(nn.Module):
     @classmethod
     def from_checkpoint(cls, ckpt):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
-        args, weights = dict(ckpt['model_args']), dict(ckpt['model'])
+        args = dict(ckpt['model_args'])
         args.setdefault('fakeln_divisor', 'ema')  # written before FakeLN measured its divisor: it followed an EMA
-        if 'follow_c' not in args:  # written before c followed its statistics to g = 0: it froze c as g left 1
-            args.update(follow_c=False, anchor_target=args.get('anchor_target') or None)  # (0 meant: the EMA of s)
-            for name in ('calibrated', 's_ref'):  # run state that now follows from the gate
-                weights.pop(name, None)
         model = cls(GPTConfig(**args))
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"its weights do not fit its model_args: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
+        model.load_state_dict(ckpt['model'])  # strict: a missing, unexpected or misshapen tensor raises, naming it
         return model
 
     # ------------------------------------------------------------------------------------------
@@ -365,10 +345,7 @@ class GPT(nn.Module):
         if g < 1.0 and self.config.calibrates and int(self.ema_steps) == 0:
             raise RuntimeError("the gate can leave 1 only after update_calibration() has taken a step's statistics")
         self.gate.fill_(g)
-        if self.config.follow_c:
-            c_follows = g > 0.0           # ours: while the norm branch is computed
-        else:
-            c_follows = g == 1.0          # the paper's: until the gate leaves 1
+        c_follows = g > 0.0 if self.config.follow_c else g == 1.0  # ours: while N(h) is computed; paper's: while g = 1
         self.collecting_s = self.config.calibrates and c_follows
         self.anchoring = self.config.anchor_lambda > 0 and (not self.config.calibrated_anchor or g < 1.0)
         mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
@@ -441,8 +418,6 @@ class GPT(nn.Module):
         c froze, the reference of the runaway check (§4)."""
         return self.s_ema / (1 - self.config.ema_decay ** int(self.ema_steps))
 
-    # ------------------------------------------------------------------------------------------
-
     def forward(self, idx, targets=None, kv_cache=None):
         """
         idx (B, T) token ids. Returns (logits, loss, parts):
@@ -457,7 +432,7 @@ class GPT(nn.Module):
         pos = torch.arange(pos0, pos0 + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, self.gate, kv_cache.layer(i) if kv_cache is not None else None)
+            x = block(x, self.gate, (kv_cache.k[i], kv_cache.v[i], kv_cache.pos) if kv_cache is not None else None)
         if kv_cache is not None:
             kv_cache.pos += T
         h = x                                                 # pre-logit residual stream, before ln_f
@@ -490,8 +465,7 @@ class GPT(nn.Module):
         changes and the cached keys no longer apply, so each step re-reads the last block_size tokens."""
         cache = None
         if use_cache and idx.size(1) < self.config.block_size:  # a longer prompt crops from the start
-            w = self.lm_head.weight
-            cache = KVCache(self.config, idx.size(0), self.config.block_size, w.device, w.dtype)
+            cache = KVCache(self.config, idx.size(0), self.config.block_size, idx.device, self.lm_head.weight.dtype)
         step_input = idx
         for _ in range(max_new_tokens):
             if cache is not None and cache.pos + step_input.size(1) > self.config.block_size:

@@ -1,5 +1,4 @@
-"""
-Sample from a trained model: any nanotaper checkpoint (a baseline, TaperNorm at any gate, a folded model).
+"""Sample from a trained model: any nanotaper checkpoint (a baseline, TaperNorm at any gate, a folded model).
 $ python sample.py                                         # out-taper/ckpt.pt, the quick start's run
 $ python sample.py --ckpt=out-taper/ckpt_folded.pt --start="ROMEO:" --num_samples=2 --max_new_tokens=200
 $ python sample.py --out_dir=out-layernorm --start=FILE:prompt.txt --temperature=0   # greedy

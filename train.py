@@ -1,5 +1,4 @@
-"""
-Train a GPT, tapering its norms away as it trains (METHOD.md §4). On one device:
+"""Train a GPT, tapering its norms away as it trains (METHOD.md §4). On one device:
 $ python train.py config/taper.py
 $ python train.py config/taper.py --batch_size=32 --compile
 $ python train.py --init_from=resume --out_dir=out-taper     # continue a run exactly where it stopped

@@ -1,5 +1,4 @@
-"""
-What train.py needs around its loop, the plumbing of a run: the keys that make its model, the refusals of settings
+"""What train.py needs around its loop, the plumbing of a run: the keys that make its model, the refusals of settings
 that cannot run, the config a resume or a fine-tune starts from, the processes under torchrun, the data, the model
 it starts from (fresh, GPT-2's, a fine-tune's source, or a resumed checkpoint) and the log. train.py reads as the
 method; this file is what any such training script needs.
@@ -20,10 +19,7 @@ from configurator import UserError
 from model import GPT, GPTConfig
 from runtime import REPO, git_commit, pick_device
 
-
 SHAPE_KEYS = ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'norm')  # what a fine-tune keeps of its source
-
-
 MODEL_KEYS = SHAPE_KEYS + ('dropout', 'taper', 'removal', 'anchor_lambda', 'anchor_target', 'follow_c',  # a run's
                            'fakeln_divisor', 'fakeln_aux')
 
@@ -39,10 +35,9 @@ def validate(cfg):
                 'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    if cfg.threads < 0:
-        raise ValueError(f"threads={cfg.threads} must be >= 0 (0: torch's default)")
-    if cfg.max_iters < 0 or cfg.warmup_iters < 0:
-        raise ValueError(f"max_iters={cfg.max_iters} and warmup_iters={cfg.warmup_iters} must be >= 0")
+    for key in ('max_iters', 'warmup_iters', 'threads'):  # threads=0 is torch's default
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 0")
     training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
     if training and cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
         raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (left out: max_iters) must exceed warmup_iters="
@@ -59,9 +54,8 @@ def validate(cfg):
         raise ValueError("fakeln_divisor='heldout' measures FakeLN's divisors through a trained model: fine-tune one "
                          "(init_from=<its ckpt.pt> or 'gpt2'), or set fakeln_divisor='ema'")
     start, end = cfg.taper_start, cfg.taper_end
-    ordered = 0 <= start < end
-    inside = ordered and end <= cfg.max_iters
-    if model_config(cfg).calibrates and not (inside or (ordered and not training)):
+    fits = 0 <= start < end and (end <= cfg.max_iters or not training)
+    if model_config(cfg).calibrates and not fits:
         raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
                          f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or leave them out "
                          f"(then the taper starts after the warmup, warmup_iters={cfg.warmup_iters}, and takes half of "
@@ -82,11 +76,6 @@ def saved_config(values, config_cls):
         return {}
     path = os.path.join(values.get('out_dir', config_cls.out_dir), 'ckpt.pt')
     saved = load_checkpoint(path, need=('config',), mmap=True)['config']
-    if 'follow_c' not in saved:  # a run from before c followed its statistics to g = 0 (GPT.from_checkpoint)
-        if saved.get('taper_start') is None and saved.get('taper', 'off') != 'off':
-            raise UserError(f"the run in {path} was started with the automatic calibration point, which this version "
-                            "no longer has: resume it with the commit its log's header names, or start a new run")
-        saved.update(follow_c=False, anchor_target=saved.get('anchor_target') or None)
     for key in MODEL_KEYS + ('taper_start', 'taper_end'):  # and the schedule
         if key in values and key in saved and values[key] != saved[key]:
             raise UserError(f"{key}={values[key]!r} (a flag or config file), but the run in {path} has {key}="
