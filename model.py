@@ -450,8 +450,9 @@ class GPT(nn.Module):
         if self.anchoring:                                    # off until s_tgt is frozen (a fixed target: always on)
             anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean()
         if self.config.fakeln_aux > 0:  # FakeLN's aux loss: s held near this batch's mean, wherever that goes (§11)
-            counted = (idx != EOT) & (pos > 0)               # (B, T): the target leaves out EOT and position 0
-            anchor = anchor + self.config.fakeln_aux * (s - s.detach()[counted].mean()).pow(2).mean()
+            counted = ((idx != EOT) & (pos > 0)).to(s.dtype)  # (B, T): the target leaves out EOT and position 0
+            target = (s.detach() * counted).sum() / counted.sum().clamp(min=1)
+            anchor = anchor + self.config.fakeln_aux * (s - target).pow(2).mean()
         if self.anchoring or self.config.fakeln_aux > 0:
             loss = ce + anchor  # (never ce + a constant zero: torch 2.13's compile drops the grad of that sum)
         parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.detach().mean(),

@@ -22,10 +22,10 @@ from configurator import UserError, run_main  # noqa: E402
 PAIRS = (('taper_ln_follow', 'layernorm'), ('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))  # taper, baseline
 REMOVALS = {  # section -> (the control, the ways of removing the norms, the pairs head to head): METHOD.md §11
     'removal': ('remove_layernorm', ('remove_taper', 'remove_fakeln', 'remove_fakeln_ema', 'remove_all_taper_anchor',
-                                     'remove_fakeln_all', 'remove_fakeln_aux'),
+                                     'remove_fakeln_all', 'remove_fakeln_aux', 'remove_fakeln_aux_ema'),
                 (('remove_taper', 'remove_fakeln'), ('remove_fakeln_ema', 'remove_fakeln'),
                  ('remove_all_taper_anchor', 'remove_fakeln_all'), ('remove_all_taper_anchor', 'remove_fakeln_aux'),
-                 ('remove_fakeln_aux', 'remove_fakeln_all'))),
+                 ('remove_fakeln_aux', 'remove_fakeln_all'), ('remove_fakeln_aux_ema', 'remove_fakeln_aux'))),
     'finetune': ('finetune_layernorm', ('finetune_taper', 'finetune_fakeln', 'finetune_all_taper_anchor',
                                         'finetune_fakeln_all'),  # the first recipe: 1,000 steps, unconverged source
                  (('finetune_taper', 'finetune_fakeln'), ('finetune_all_taper_anchor', 'finetune_fakeln_all'),

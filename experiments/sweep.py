@@ -4,7 +4,7 @@ config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
 seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); source (the
-converged LayerNorm models, 6 seeds), removal_lr and removal (removing their norms in seven ways, METHOD.md §11, each
+converged LayerNorm models, 6 seeds), removal_lr and removal (removing their norms in eight ways, METHOD.md §11, each
 removal folded and its check added to its log).
 $ python experiments/sweep.py --stage=all --jobs=2 && python experiments/report.py   # two runs at a time
 """
@@ -45,7 +45,8 @@ FINETUNES = {  # name -> overrides of config/finetune_taper.py (Internal-Taper, 
     'remove_fakeln_ema': dict(removal='fakeln', fakeln_divisor='ema'),  # ... with the divisor their flag follows
     'remove_all_taper_anchor': dict(ALL, anchor_lambda=0.1),
     'remove_fakeln_all': dict(ALL, removal='fakeln'),        # FakeLN on every norm
-    'remove_fakeln_aux': dict(ALL, removal='fakeln', fakeln_aux=0.1),  # ... with their aux loss: their paper's runs
+    'remove_fakeln_aux': dict(ALL, removal='fakeln', fakeln_aux=0.1),  # ... with their aux loss (their paper's configs,
+    'remove_fakeln_aux_ema': dict(ALL, removal='fakeln', fakeln_aux=0.1, fakeln_divisor='ema'),  # divisor unrecorded)
 }
 WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: c frozen at 400 (METHOD.md §4)
 VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
@@ -153,9 +154,13 @@ def run_stage(cfg, stage):
             print(f"{action:6s} {out_dir}" + ('' if action == 'skip' else '  ' + ' '.join(argv[2:])), flush=True)
             if action == 'skip':
                 continue
-            if source and action == 'start' and not os.path.exists(os.path.join(source, 'ckpt.pt')):
-                print(f"first  {source} (its log is archived, not its weights: trained again, exactly)", flush=True)
-                subprocess.run(command(cfg, *SOURCE, seed, set())[1], stdout=subprocess.DEVNULL, cwd=REPO, env=env)
+            ready = source and os.path.basename(source) in finished and os.path.exists(f'{source}/ckpt.pt')
+            if source and action == 'start' and not ready:  # unfinished here, or archived without its weights
+                print(f"first  {source} (trained to its end, exactly as its archived run, if any)", flush=True)
+                if subprocess.run(command(cfg, *SOURCE, seed, set())[1], stdout=subprocess.DEVNULL, cwd=REPO,
+                                  env=env).returncode != 0:
+                    print(f"failed {source}: the fine-tunes from it wait", flush=True)
+                    continue
             os.makedirs(out_dir, exist_ok=True)
             log = open(os.path.join(out_dir, 'stdout.txt'), 'a')
             running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), out_dir))

@@ -6,7 +6,7 @@ and a run can start from any baseline's checkpoint: exactly its weights, a fresh
 """
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -20,6 +20,7 @@ from configurator import UserError, parse_config
 from fold import fold_model
 from model import EOT, FAKELN_DECAY, GPT, GPTConfig
 from runtime import REPO
+from train_setup import get_batch
 
 EPS = 1e-5
 NAMES = ('h.0.ln_2', 'h.1.ln_2', 'h.0.ln_1', 'h.1.ln_1', 'ln_f')  # FakeLN's order in a 2-layer All-Taper model
@@ -83,6 +84,9 @@ def test_the_divisor_is_the_pooled_scale_of_the_held_out_tokens_from_position_1_
         x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
         centred = x - x.mean(-1, keepdim=True) if norm == 'layernorm' else x
         expected = centred * c_before[0] * first.weight + (first.bias if first.bias is not None else 0)
+        torch.testing.assert_close(first(x, m.gate), expected, rtol=1e-12, atol=1e-12)
+        first.weight.mul_(2.0)                                          # once removed, gamma moves it no more
+        m.update_calibration()
         torch.testing.assert_close(first(x, m.gate), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -210,6 +214,24 @@ def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_ru
     assert (first['iter'], first['val'], first['train']) == (0, source_last['val'], source_last['train'])
     folded = fold_model(load_model(tmp_path / 'ft' / 'ckpt.pt')[0])  # the end of a FakeLN removal folds
     assert folded.config.folded and load_checkpoint(source)['iter_num'] == 4  # and the source is untouched
+
+
+def test_a_fakeln_finetune_measures_its_divisors_on_the_held_out_batches_evaluation_reads_and_not_on_resume(
+        shakespeare_slice, tmp_path):
+    source = baseline(shakespeare_slice, tmp_path / 'source')
+    cfg = finetune(shakespeare_slice, tmp_path / 'ft', source, eval_iters=3)
+    measured, real = [], GPT.measure_divisors
+    GPT.measure_divisors = lambda model, batches: measured.append(batches) or real(model, batches)
+    try:
+        train_module.train(cfg)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        data_dir = os.path.join(shakespeare_slice, 'shakespeare_char')
+        val = [get_batch(data_dir, 'val', cfg.batch_size, cfg.block_size, gen, 'cpu')[0] for _ in range(3)]
+        assert len(measured) == 1 and all(torch.equal(a, b) for a, b in zip(measured[0], val, strict=True))
+        train_module.train(replace(cfg, init_from='resume', max_iters=8, lr_decay_iters=8))
+        assert len(measured) == 1                                       # a resume keeps the divisors it saved
+    finally:
+        GPT.measure_divisors = real
 
 
 def test_a_finetune_starts_fresh_run_state_even_from_a_source_with_a_calibrated_anchor(shakespeare_slice, tmp_path):
