@@ -3,8 +3,8 @@
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
 runs: the training loop drives it through two calls,
     set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
-    update_calibration()  once per optimizer step: the statistics of every norm still collecting into its EMAs,
-                          c <- c*, and while g = 1 gamma_t <- gamma and the anchor's s_tgt <- the EMA of s (§3, §6)
+    update_calibration()  once per optimizer step: gamma_t <- gamma in every norm still whole, the statistics of
+                          every norm still collecting into its EMAs, c <- c*, and the anchor's s_tgt (§3, §6)
 and the forward pass, which returns logits, the loss and its parts. Everything else follows from g: a norm collects
 while it is computed (g > 0), so its c follows the stream until the gate reaches 0 (follow_c=False, the paper's
 rule: only while g = 1), and freezes there (§3). A FakeLN norm's divisor is measured before training (§11).
@@ -409,7 +409,7 @@ class GPT(nn.Module):
             m.set_divisor(torch.cat([s.flatten() for s in squares[m]]).mean().sqrt())
 
     def c_frozen(self):
-        """Every tapering norm's c is frozen: at g = 0, or under the paper's rule once g < 1 (FakeLN: at g = 0)."""
+        """Every tapering norm's c is frozen: at g = 0, under the paper's rule once g < 1 (held FakeLN: always)."""
         norms = self.taper_norms()
         return bool(norms) and not any(m.collecting for m in norms)
 

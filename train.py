@@ -238,8 +238,8 @@ def train(cfg):
     # The loop: iteration k sets the gate g(k) and the lr of step k (set_gate decides what every norm computes and
     # collects), takes the step, and folds its statistics into c. So c holds the statistics of every step before the
     # first at g = 0 (the paper's rule: through taper_start), gamma_t and s_tgt those through taper_start (FakeLN: a
-    # norm's c and gamma_t up to its removal, s_tgt up to the first). Evaluations and checkpoints happen between
-    # steps (a checkpoint at k holds g(k)); timings leave them out.
+    # norm's gamma_t, and its EMA divisor, up to its removal; s_tgt up to the first). Evaluations and checkpoints happen
+    # between steps (a checkpoint at k holds g(k)); timings leave them out.
     summary, t_start = dict(evals=[]), time.time()
     last_log = dict(t=time.time(), iter=iter_num)  # when, and after which iteration, the last log line was made
     parts_sum = {}                                  # the loss parts summed over the iterations since
