@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, sized for a lease of about ten minutes on one card, the numbers to publish first: the
 # bench at the paper's shape and grid (bf16, CUDA events, eager), the CUDA tests (bf16 autocast, fused AdamW,
-# compile), config/taper.py through the whole gate schedule and its fold, then a compiled bench cell (capped at
-# COMPILE_S seconds). Each step's output lands in $OUT; a step that fails or runs out of time does not stop the rest.
+# compile), config/taper.py through the whole gate schedule and its fold, the profiler's ten costliest operations of
+# a training step and a last-token forward, RMSNorm against TaperNorm at g = 0 (experiments/profile_norms.py), then
+# compiled bench cells for every variant, a last-token cell and a training step (capped at COMPILE_S seconds). Each step's output lands in $OUT; a step that fails or runs out of time does not stop the rest.
 #   OUT=gpu-results bash experiments/bench_gpu.sh       # on the GPU machine
 #   QUICK=1 OUT=/tmp/gpu bash experiments/bench_gpu.sh  # a short rehearsal of the same steps (any device, no compile)
 # NANOTAPER_SHARED must hold data/tinyshakespeare.txt when data/shakespeare_char has no input.txt.
@@ -32,12 +33,15 @@ if [ -n "${QUICK:-}" ]; then
   step train $PY train.py config/taper.py --out_dir="$OUT/taper" --max_iters=200 --lr_decay_iters=200 \
        --warmup_iters=10 --eval_interval=100 --eval_iters=5 --log_interval=50
   step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
+  step profile $PY experiments/profile_norms.py --quick
 else
   step bench $PY bench.py --iters=20 --decode_tokens=16 --out="$OUT/bench.json"  # eager decoding: ~3 ms a token
   step tests $PY -m pytest -q tests/test_cuda.py
   step train $PY train.py config/taper.py --out_dir="$OUT/taper" --log_interval=250
   step fold $PY fold.py --ckpt="$OUT/taper/ckpt.pt"
-  step bench_compiled timeout "${COMPILE_S:-180}" $PY bench.py --compile --modes=last --batch_sizes=1 --seq_lens=256
+  step profile $PY experiments/profile_norms.py
+  step bench_compiled timeout "${COMPILE_S:-180}" $PY bench.py --compile --modes=last,train --batch_sizes=1 \
+       --seq_lens=256
 fi
 rm -f "$OUT/taper/ckpt.pt" "$OUT/taper/ckpt_folded.pt"    # too large to bring back; the log and outputs stay
 exit $status

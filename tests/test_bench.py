@@ -2,6 +2,9 @@
 line is one JSON record with a figure for every variant and ratio, and each figure is the minimum over the
 interleaved repeats, as the header says."""
 import json
+import os
+import re
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from bench import RATIOS, VARIANTS, BenchConfig, main as bench_main, variants
 from configurator import UserError, parse_config
 from model import Norm, TaperNorm
+from runtime import REPO
 
 
 def test_the_default_shape_is_the_papers_benchmark_model_of_about_30m_parameters():
@@ -67,3 +71,21 @@ def test_with_out_the_record_goes_to_a_file_and_the_screen_says_the_quick_ratios
 def test_a_bad_grid_is_refused_naming_the_option(args, words):
     with pytest.raises(UserError, match=words):
         bench_main(parse_config(BenchConfig, ['--device=cpu', *args]))
+
+
+def test_the_profile_lists_each_cells_ten_costliest_operations_by_their_own_time():
+    """experiments/profile_norms.py (bench_gpu.sh's profiler step): a table per mode and norm, ten rows, sorted by
+    self time, largest first."""
+    sys.path.insert(0, os.path.join(REPO, 'experiments'))
+    import profile_norms
+    tables = profile_norms.main(BenchConfig(quick=True, device='cpu'))
+    assert set(tables) == {(m, v) for m in ('train', 'last') for v in ('rmsnorm', 'taper_rms')}
+    for table in tables.values():
+        lines = table.splitlines()
+        header = re.split(r'\s{2,}', lines[1].strip())
+        rows = [re.split(r'\s{2,}', line.strip()) for line in lines[3:] if line.strip() and not line.startswith('-')]
+        rows = [row for row in rows if len(row) == len(header)]
+        self_us = [float(value) * {'us': 1, 'ms': 1e3, 's': 1e6}[unit]
+                   for value, unit in (re.fullmatch(r'([\d.]+)(us|ms|s)', row[2]).groups() for row in rows)]
+        assert header[2] == 'Self CPU' and len(rows) == profile_norms.ROWS
+        assert self_us == sorted(self_us, reverse=True)
