@@ -238,12 +238,11 @@ def removal_tables(runs, section):
                      lambda rs: "" if None in [r['fold_max_logit_diff'] for r in rs] else  # not folded
                      f"{max(r['fold_max_logit_diff'] for r in rs):.2e}")
               for v in (control,) + ways if v in best]
-    start200 = " (a _start200 run tapers from 200 to 500, as the main job did)" if section == 'finetune' else ""
-    more = ["", f"Head to head ({section}), paired by seed{start200}:", ""]
+    start200 = any('_start200' in a for a, _ in pairs)
+    more = ["", f"Head to head ({section}), paired by seed"
+                f"{' (a _start200 run tapers from 200 to 500, as the main job did)' if start200 else ''}:", ""]
     more += head(*VS, 'vs (paired)', '95% CI', 'relative', 'against')
     more += [vs_row(runs, best, a, b, lambda rs: b) for a, b in pairs if a in best and b in best]
-    if section != 'removal':  # the first recipe's tables are results.md's alone
-        return tuning + '\n'.join(more + [""] + lines + provenance(runs)) + '\n', ''
     return tuning + '\n'.join(more) + '\n', '\n'.join(lines + provenance(runs)) + '\n'
 
 
@@ -415,8 +414,9 @@ def main(cfg):
         writer = csv.DictWriter(f, [k for k in runs[0] if k not in ('out_dir', 'log')], extrasaction='ignore')
         writer.writeheader()
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
+    retired = removal_tables(runs, 'finetune')  # the first removal recipe: results.md's alone, none in the README
     sections = {'results': tables(runs), 'robust': robust_tables(runs), 'removal': removal_tables(runs, 'removal'),
-                'finetune': removal_tables(runs, 'finetune'), 'size': size_tables(runs)}
+                'finetune': ('\n'.join(part for part in retired if part), ''), 'size': size_tables(runs)}
     with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has each section's last
         f.write('\n'.join(part for parts in sections.values() for part in parts if part))
     plot(runs, cfg.out, plt)

@@ -301,6 +301,8 @@ def test_the_removal_section_reports_the_control_s_move_and_each_way_in_cross_en
     for seed, (control, fakeln) in zip((1, 2, 3), [(1.70, 1.72), (1.71, 1.72), (1.69, 1.72)]):
         for variant, final in (('remove_layernorm', control), ('remove_fakeln', fakeln)):
             write_log(tmp_path / 'sweep' / f'{variant}-lr0.0005-s{seed}', 5e-4, seed, final, source=source)
+        for variant, final in (('finetune_layernorm', control), ('finetune_fakeln', fakeln)):  # the first recipe
+            write_log(tmp_path / 'sweep' / f'{variant}-lr0.001-s{seed}', 1e-3, seed, final, source=source)
     readme = tmp_path / 'README.md'
     readme.write_text(''.join(f"<!-- report:{name} -->\nold\n<!-- /report:{name} -->\n"
                               for name in ('results', 'robust', 'size', 'removal')) + "after\n")
@@ -310,4 +312,6 @@ def test_the_removal_section_reports_the_control_s_move_and_each_way_in_cross_en
     half = 4.303 * statistics.stdev([0.02, 0.01, 0.03]) / 3 ** 0.5
     assert (f"| remove_fakeln | 0.0005 | 3 | 1.7200 ± 0.0000 | +0.0200 (3 seeds) | [{0.02 - half:+.4f}, "
             f"{0.02 + half:+.4f}] | +1.18% |") in text
-    assert text.endswith("<!-- /report:removal -->\nafter\n")
+    assert text.endswith("<!-- /report:removal -->\nafter\n") and "finetune_" not in readme.read_text()
+    results = (tmp_path / 'out' / 'results.md').read_text()                # the first recipe: results.md's alone
+    assert "Head to head (finetune)" in results and "| finetune_fakeln | 0.001 | 3 | 1.7200 ± 0.0000 |" in results
