@@ -45,10 +45,11 @@ def fold_refusal(model):
         return f"taper='off': this {cfg.norm} baseline keeps its norms, there is nothing to fold (train with taper)"
     if cfg.folded:
         return "this model is already folded"
-    g = model.gate.item()
-    if g > 0:
-        return (f"the gate is {g:.4g}, not 0: the norms still compute per-token statistics and only the g = 0 map "
-                "folds exactly; train on to taper_end (where the gate reaches 0), then fold")
+    if model.phase() != 'gone':
+        where = (f"{int(model.removed)} of its {len(model.taper_norms())} norms are removed" if cfg.removal == 'fakeln'
+                 else f"the gate is {model.gate.item():.4g}, not 0")
+        return (f"{where}: the norms still compute per-token statistics and only the g = 0 map folds exactly; train "
+                "on to taper_end (where the gate reaches 0), then fold")
     return None
 
 
@@ -85,7 +86,7 @@ def main(cfg):
     if model.config.norm == 'none':  # not an error: the model is norm-free as it stands
         print(f"{cfg.ckpt}: {reason}; sample.py and bench.py take it as it is")
         return None
-    if reason and model.config.taper != 'off' and model.gate.item() > 0:
+    if reason and model.config.taper != 'off' and model.phase() != 'gone':
         reason += (f" (this checkpoint is at iteration {ckpt.get('iter_num')}: continue its run with python train.py "
                    f"--init_from=resume --out_dir={os.path.dirname(cfg.ckpt) or '.'})")
     if reason:

@@ -1,13 +1,12 @@
 """The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
 
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
-runs: the training loop drives it through two calls,
-    set_gate(g)           the one global gate g in [0, 1] (§4); for FakeLN, the share of norms still on (§11)
-    update_calibration()  once per optimizer step: gamma_t <- gamma in every norm still whole, the statistics of
-                          every norm still collecting into its EMAs, c <- c*, and the anchor's s_tgt (§3, §6)
-and the forward pass, which returns logits, the loss and its parts. Everything else follows from g: a norm collects
-while it is computed (g > 0), so its c follows the stream until the gate reaches 0 (follow_c=False, the paper's
-rule: only while g = 1), and freezes there (§3). A FakeLN norm's divisor is measured before training (§11).
+runs: the training loop drives it through
+    set_gate(g)           TaperNorm's one global gate g in [0, 1] (§4)        or, for FakeLN (§11),
+    remove_norms(k)       the first k of its norms replaced by their linear maps, the rest whole
+    update_calibration()  once per optimizer step: every norm's statistics into its EMAs and c, the anchor's s_tgt
+and the forward pass, which returns logits, the loss and its parts. Where a run stands is one of three phases
+(GPT.phase): the norms whole (g = 1), going, or gone (g = 0); everything Python-side follows from it (apply_phase).
 """
 import math
 from dataclasses import dataclass
@@ -67,14 +66,14 @@ class GPTConfig:
             raise ValueError(f"anchor_target={self.anchor_target} must be > 0 (or None: the EMA of s)")
 
     @property
-    def calibrated_anchor(self):
-        """The anchor's s_tgt is the EMA of s, frozen when the gate leaves 1 (not a fixed anchor_target)."""
+    def anchor_from_ema(self):
+        """The anchor's s_tgt is the EMA of s, frozen when the norms start to go (not a fixed anchor_target)."""
         return self.anchor_lambda > 0 and self.anchor_target is None
 
     @property
-    def calibrates(self):
-        """Something follows the gate: the norms that taper (and their c), or a calibrated anchor's s_tgt."""
-        return self.taper != 'off' or self.calibrated_anchor
+    def gated(self):
+        """The schedule drives something: the norms that go (and their c), or an anchor whose s_tgt freezes."""
+        return self.taper != 'off' or self.anchor_from_ema
 
 
 def per_token_scale(h, kind, eps):
@@ -110,12 +109,12 @@ class TaperNorm(Norm):
     """
     §2: y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t              (RMS)
                                              L(h) = c * (h - mu) * gamma_t + beta  (LayerNorm; beta shared)
-    The mode is a Python value set by GPT.set_gate, so each of the three graphs is its own:
+    The mode is a Python value that follows the model's phase (GPT.apply_phase), so each of three graphs is its own:
       'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it follows gamma, §3).
       'blend'  0 < g < 1: the convex mix; gamma_t trains.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
-    While `collecting` (GPT.set_gate says when: while c follows the stream), training forwards add the statistics
-    of c* to acc; once per optimizer step GPT.update_calibration hands them, summed over ranks, to update_c.
+    While `collecting` (while c follows the stream, GPT.apply_phase), training forwards add the statistics of c* to
+    acc; once per optimizer step GPT.update_calibration hands them, summed over ranks, to update.
     """
     def __init__(self, ndim, kind, bias, eps, ema_decay):
         super().__init__(ndim, kind, bias, eps)
@@ -124,8 +123,8 @@ class TaperNorm(Norm):
         self.register_buffer('c', torch.ones(()))                      # the scalar c (§3), frozen once not collecting
         self.register_buffer('ema', torch.zeros(2))                    # EMAs of num / tokens, den / tokens
         self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
-        self.mode = 'norm'       # 'norm', 'blend' or 'linear': what forward computes (GPT.set_gate)
-        self.collecting = True   # training forwards feed acc (GPT.set_gate)
+        self.mode = 'norm'       # 'norm', 'blend' or 'linear': what forward computes (GPT.apply_phase)
+        self.collecting = True   # training forwards feed acc (GPT.apply_phase)
 
     def linear(self, x):
         """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, §7)."""
@@ -152,11 +151,15 @@ class TaperNorm(Norm):
         self.acc += torch.stack([(hg2 / scale).sum(), hg2.sum(), hg2.new_tensor(hg2.numel())])
 
     @torch.no_grad()
-    def update_c(self, sums):
-        """One optimizer step's (num, den, tokens), all ranks' (§3): into the EMAs, c <- EMA(num) / EMA(den) (the
-        bias corrections cancel in the ratio). Then acc starts the next step."""
-        self.ema.mul_(self.ema_decay).add_((1 - self.ema_decay) * (sums[:2] / sums[2]))  # num / tokens, den / tokens
-        self.c.copy_(self.ema[0] / self.ema[1])
+    def update(self, sums):
+        """Once per optimizer step, with its (num, den, tokens) summed over the ranks: gamma_t <- gamma while the norm
+        is whole; while collecting, the sums into the EMAs and c <- EMA(num) / EMA(den) (the bias corrections cancel
+        in the ratio, §3). Then acc starts the next step."""
+        if self.mode == 'norm':
+            self.weight_t.copy_(self.weight)
+        if self.collecting:  # the EMAs hold num / tokens and den / tokens
+            self.ema.mul_(self.ema_decay).add_((1 - self.ema_decay) * (sums[:2] / sums[2]))
+            self.c.copy_(self.ema[0] / self.ema[1])
         self.acc.zero_()
 
 
@@ -164,8 +167,8 @@ class FakeLN(TaperNorm):
     """
     §11, FakeLN (Baroni et al. 2025): the norm stays whole until its own removal step, then is replaced by
     L(h) = (h - mu) / sigma * gamma + beta  (RMS: h / sigma * gamma). That is TaperNorm's linear branch with
-    c = 1 / sigma and gamma_t = gamma, so it folds the same way; GPT.set_gate switches these norms one at a time,
-    never blends. sigma is measured before training, through the model the run starts from, on held-out tokens
+    c = 1 / sigma and gamma_t = gamma, so it folds the same way; GPT.remove_norms switches these norms one at a
+    time, never blends. sigma is measured before training, through the model the run starts from, on held-out tokens
     (GPT.measure_divisors), and held (their default); fakeln_divisor='ema' (their flag) goes on from there as an
     EMA of the batch-mean s(h) until the norm's removal.
     """
@@ -175,7 +178,8 @@ class FakeLN(TaperNorm):
         self.c.copy_(1 / sigma)
 
     def accumulate(self, x):
-        """Sums for c = E[1] / E[s(h)]: the same EMA ratio as TaperNorm's c, so its bias corrections cancel too."""
+        """Sums for c = 1 / E[s(h)] in TaperNorm's slots: num = tokens (each counts 1), den = the sum of s(h). Then
+        update's c = EMA(num / tokens) / EMA(den / tokens) = 1 / EMA(mean s): its bias corrections cancel too."""
         scale = per_token_scale(x.detach().to(self.acc.dtype), self.kind, self.eps)  # (B, T)
         tokens = scale.new_tensor(scale.numel())
         self.acc += torch.stack([tokens, scale.sum(), tokens])
@@ -275,20 +279,21 @@ class GPT(nn.Module):
             self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
 
         # Run state, all in buffers so checkpoints carry it and torch.compile sees tensors, not floats.
-        self.register_buffer('gate', torch.ones(()))                       # the global gate g
+        self.register_buffer('gate', torch.ones(()))                       # TaperNorm's global gate g (§4)
+        self.register_buffer('removed', torch.zeros((), dtype=torch.long))  # FakeLN: how many of its norms are gone
         self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))  # steps in s_ema so far
         self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
         self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
-        # Python-side state, set from the gate by set_gate (Python values, so compile sees each regime as its graph)
+        # Python-side state, from the phase by apply_phase (Python values, so compile sees each regime as its graph)
         self.collecting_s = True  # training forwards feed the EMA of s (until c freezes, §3; s_tgt's source, §6)
-        self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen: g < 1, §6)
+        self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen once the norms go, §6)
 
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
             if pn.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        self.set_gate(1.0)
+        self.apply_phase()
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -306,117 +311,6 @@ class GPT(nn.Module):
         blocks, ln_f = self.transformer.h, self.transformer.ln_f
         norms = [b.ln_2 for b in blocks] + [b.ln_1 for b in blocks] + [ln_f]
         return [m for m in norms if isinstance(m, TaperNorm)]
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices only, never on gamma, gamma_t, beta or other biases (all 1-d)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
-
-    def load_weights(self, weights):
-        """Trained weights (no run state) into this fresh model. Only what a new run starts fresh may be missing: the
-        run-state buffers, gamma_t, and lm_head (tied to wte); anything else missing or unexpected is refused."""
-        missing, unexpected = self.load_state_dict(weights, strict=False)
-        fresh = {n for n, _ in self.named_buffers()} | {n for n, _ in self.named_parameters() if 'weight_t' in n}
-        wrong = [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected
-        if wrong:
-            raise ValueError(f"the weights do not fit this GPT: {wrong[:5]} (of {len(wrong)} names)")
-
-    @classmethod
-    def from_checkpoint(cls, ckpt):
-        """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
-        args = dict(ckpt['model_args'])
-        args.setdefault('fakeln_divisor', 'ema')  # written before FakeLN measured its divisor: it followed an EMA
-        model = cls(GPTConfig(**args))
-        model.load_state_dict(ckpt['model'])  # strict: a missing, unexpected or misshapen tensor raises, naming it
-        return model
-
-    # ------------------------------------------------------------------------------------------
-    # The gate and calibration (§3, §4, §6)
-
-    def set_gate(self, g):
-        """Set g, and the Python-side state that follows from it: what each norm computes, and whether its c still
-        follows its statistics (while g > 0; the paper's rule, follow_c=False: while g = 1) or is frozen (§3)."""
-        g = float(g)
-        if not 0.0 <= g <= 1.0:
-            raise ValueError(f"gate must lie in [0, 1], got {g}")
-        norms = self.taper_norms()
-        if g < 1.0 and self.config.calibrates and int(self.ema_steps) == 0:
-            raise RuntimeError("the gate can leave 1 only after update_calibration() has taken a step's statistics")
-        self.gate.fill_(g)
-        c_follows = g > 0.0 if self.config.follow_c else g == 1.0  # ours: while N(h) is computed; paper's: while g = 1
-        self.collecting_s = self.config.calibrates and c_follows
-        self.anchoring = self.config.anchor_lambda > 0 and (not self.config.calibrated_anchor or g < 1.0)
-        mode = 'norm' if g == 1.0 else 'linear' if g == 0.0 else 'blend'
-        removed = round((1 - g) * len(norms))   # FakeLN: g is the share of its norms still on, the rest are off
-        for i, m in enumerate(norms):
-            if isinstance(m, FakeLN):            # switched, never blended: on until its own removal
-                m.mode = 'linear' if i < removed else 'norm'
-                m.collecting = i >= removed and self.config.fakeln_divisor == 'ema'  # (else its divisor is held)
-            else:
-                m.mode = mode
-                m.collecting = c_follows
-
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self.set_gate(self.gate.item())  # the Python-side modes follow the loaded buffers
-        return result
-
-    @torch.no_grad()
-    def update_calibration(self):
-        """Once per optimizer step: gamma_t <- gamma in every norm still whole; all-reduce the sums of every norm
-        still collecting, and of s, so every rank updates alike; each norm updates its c (TaperNorm.update_c), the
-        model the EMA of s and, while g = 1, a calibrated anchor's s_tgt <- s_mean(). Each keeps its last value once
-        the gate moves on (§3, §6)."""
-        for m in self.taper_norms():
-            if m.mode == 'norm':
-                m.weight_t.copy_(m.weight)
-        norms = [m for m in self.taper_norms() if m.collecting]
-        if not norms and not self.collecting_s:
-            return
-        accs = torch.cat([m.acc for m in norms] + [self.s_acc])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(accs)  # every rank sees the global token means, so all calibrate alike
-        per_norm = accs[:-2].view(-1, 3)   # (norms, 3): each norm's num, den, tokens (FakeLN: tokens, sum s, tokens)
-        for m, sums in zip(norms, per_norm):
-            m.update_c(sums)
-        s_sum, s_n = accs[-2:]
-        if s_n > 0:
-            self.s_ema.mul_(self.config.ema_decay).add_((1 - self.config.ema_decay) * s_sum / s_n)
-            self.ema_steps += 1
-        self.s_acc.zero_()
-        if self.config.calibrated_anchor and not self.anchoring:
-            self.s_tgt.copy_(self.s_mean())
-
-    @torch.no_grad()
-    def measure_divisors(self, batches):
-        """FakeLN's divisors, before training (§11; their generate_std_dict.py): each norm that goes divides by the
-        pooled scale of its input, sqrt(mean of s(h)^2), over the held-out token ids in batches [(B, T)], positions
-        1 onwards (GPT-2's first position carries a scale many times the others')."""
-        norms = self.taper_norms()
-        squares = {m: [] for m in norms}  # each norm's s(h)^2 of every batch, (B, T - 1)
-        hooks = [m.register_forward_pre_hook(lambda m, args: squares[m].append(
-            per_token_scale(args[0][:, 1:].to(m.acc.dtype), m.kind, m.eps).pow(2))) for m in norms]
-        was_training = self.training
-        self.eval()
-        for idx in batches:
-            self(idx)
-        self.train(was_training)
-        for hook in hooks:
-            hook.remove()
-        for m in norms:
-            m.set_divisor(torch.cat([s.flatten() for s in squares[m]]).mean().sqrt())
-
-    def c_frozen(self):
-        """Every tapering norm's c is frozen: at g = 0, under the paper's rule once g < 1 (held FakeLN: always)."""
-        norms = self.taper_norms()
-        return bool(norms) and not any(m.collecting for m in norms)
-
-    def s_mean(self):
-        """The EMA of s, bias-corrected: the anchor's s_tgt while g = 1 (§6); once collecting stops, s as it was when
-        c froze, the reference of the runaway check (§4)."""
-        return self.s_ema / (1 - self.config.ema_decay ** int(self.ema_steps))
 
     def forward(self, idx, targets=None, kv_cache=None):
         """
@@ -459,6 +353,111 @@ class GPT(nn.Module):
                      logit_norm=logits.detach().float().norm(dim=-1).mean())
         return logits, loss, parts
 
+    # ------------------------------------------------------------------------------------------
+    # The removal as a state machine (§3, §4, §6, §11). Two buffers say where a run stands, so checkpoints carry it:
+    # TaperNorm's gate g, or FakeLN's count of norms removed. It passes through three phases,
+    #     'whole' (g = 1, none removed)  ->  'going' (0 < g < 1, some)  ->  'gone' (g = 0, all),
+    # and everything Python-side follows from the phase: what each norm computes, what is still collected.
+
+    def set_gate(self, g):
+        """TaperNorm's global gate (§4): every tapering norm computes g * N(h) + (1 - g) * L(h)."""
+        g = float(g)
+        if self.config.removal == 'fakeln' or not 0.0 <= g <= 1.0:
+            raise ValueError(f"set_gate({g}) needs 0 <= g <= 1, and norms that taper (FakeLN's go by remove_norms)")
+        self.gate.fill_(g)
+        self.apply_phase()
+
+    def remove_norms(self, k):
+        """FakeLN's removals (§11): the first k of taper_norms() compute their linear map L(h), the rest N(h)."""
+        if self.config.removal != 'fakeln' or not 0 <= k <= len(self.taper_norms()):
+            raise ValueError(f"remove_norms({k}) needs a FakeLN model and 0 <= k <= {len(self.taper_norms())}")
+        self.removed.fill_(k)
+        self.apply_phase()
+
+    def phase(self):
+        """'whole', 'going' or 'gone': where the norms stand, from the gate (FakeLN: from the count removed)."""
+        if self.config.removal == 'fakeln':
+            k = int(self.removed)
+            return 'whole' if k == 0 else 'gone' if k == len(self.taper_norms()) else 'going'
+        g = self.gate.item()
+        return 'whole' if g == 1.0 else 'gone' if g == 0.0 else 'going'
+
+    def apply_phase(self):
+        """Set the Python-side state that follows from the phase. c follows its statistics until the norms are gone
+        (follow_c=False, the paper's rule: only while they are whole) and is frozen from there (§3); the EMA of s
+        follows with it; a calibrated anchor pulls once its s_tgt is frozen, as the norms start to go (§6)."""
+        phase = self.phase()
+        if phase != 'whole' and self.config.gated and int(self.ema_steps) == 0:
+            raise RuntimeError("the norms can start to go only after update_calibration() has taken a step's statistics")
+        c_follows = phase != 'gone' if self.config.follow_c else phase == 'whole'
+        self.collecting_s = self.config.gated and c_follows
+        self.anchoring = self.config.anchor_lambda > 0 and (not self.config.anchor_from_ema or phase != 'whole')
+        removed = int(self.removed)
+        for i, m in enumerate(self.taper_norms()):
+            if isinstance(m, FakeLN):  # switched, never blended: whole until its own removal
+                m.mode = 'linear' if i < removed else 'norm'
+                m.collecting = m.mode == 'norm' and self.config.fakeln_divisor == 'ema'  # (else its divisor is held)
+            else:
+                m.mode = {'whole': 'norm', 'going': 'blend', 'gone': 'linear'}[phase]
+                m.collecting = c_follows
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.apply_phase()  # the Python-side state follows the loaded buffers
+        return result
+
+    # ------------------------------------------------------------------------------------------
+    # Calibration: the statistics behind c (§3), FakeLN's divisors (§11) and the EMA of s (§4, §6)
+
+    @torch.no_grad()
+    def update_calibration(self):
+        """Once per optimizer step: this step's statistics, summed over the ranks so that every rank updates alike, go
+        to every tapering norm (TaperNorm.update) and into the EMA of s; while the norms are whole, a calibrated
+        anchor's s_tgt follows that EMA (§6)."""
+        norms = self.taper_norms()
+        sums = torch.cat([m.acc for m in norms] + [self.s_acc])  # (3 * norms + 2,)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)  # the global token means
+        for m, norm_sums in zip(norms, sums[:-2].view(-1, 3)):
+            m.update(norm_sums)
+        s_sum, s_tokens = sums[-2:]
+        if s_tokens > 0:
+            self.s_ema.mul_(self.config.ema_decay).add_((1 - self.config.ema_decay) * s_sum / s_tokens)
+            self.ema_steps += 1
+        self.s_acc.zero_()
+        if self.config.anchor_from_ema and not self.anchoring:
+            self.s_tgt.copy_(self.s_mean())
+
+    @torch.no_grad()
+    def measure_divisors(self, batches):
+        """FakeLN's divisors, before training (§11; their generate_std_dict.py): each norm that goes divides by the
+        pooled scale of its input, sqrt(mean of s(h)^2), over the held-out token ids in batches [(B, T)], positions
+        1 onwards (GPT-2's first position carries a scale many times the others')."""
+        norms = self.taper_norms()
+        squares = {m: [] for m in norms}  # each norm's s(h)^2 of every batch, (B, T - 1)
+        hooks = [m.register_forward_pre_hook(lambda m, args: squares[m].append(
+            per_token_scale(args[0][:, 1:].to(m.acc.dtype), m.kind, m.eps).pow(2))) for m in norms]
+        was_training = self.training
+        self.eval()
+        for idx in batches:
+            self(idx)
+        self.train(was_training)
+        for hook in hooks:
+            hook.remove()
+        for m in norms:
+            m.set_divisor(torch.cat([s.flatten() for s in squares[m]]).mean().sqrt())
+
+    def c_frozen(self):
+        """Every tapering norm's c is frozen: once the norms are gone, under the paper's rule once they start to go
+        (held FakeLN: always)."""
+        norms = self.taper_norms()
+        return bool(norms) and not any(m.collecting for m in norms)
+
+    def s_mean(self):
+        """The EMA of s, bias-corrected: the anchor's s_tgt while the norms are whole (§6); once collecting stops, s as
+        it was when c froze, the reference of the runaway check (§4)."""
+        return self.s_ema / (1 - self.config.ema_decay ** int(self.ema_steps))
+
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
         """Sample max_new_tokens after idx (B, T). With use_cache, a KV cache makes each new token one position's work
@@ -478,6 +477,38 @@ class GPT(nn.Module):
             idx = torch.cat((idx, next_token), dim=1)
             step_input = next_token
         return idx
+
+
+    # ------------------------------------------------------------------------------------------
+    # Plumbing: the optimizer, and weights from elsewhere
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices only, never on gamma, gamma_t, beta or other biases (all 1-d)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+
+    def load_weights(self, weights):
+        """Trained weights (no run state) into this fresh model. Only what a new run starts fresh may be missing: the
+        run-state buffers, gamma_t, and lm_head (tied to wte); anything else missing or unexpected is refused."""
+        missing, unexpected = self.load_state_dict(weights, strict=False)
+        fresh = {n for n, _ in self.named_buffers()} | {n for n, _ in self.named_parameters() if 'weight_t' in n}
+        wrong = [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected
+        if wrong:
+            raise ValueError(f"the weights do not fit this GPT: {wrong[:5]} (of {len(wrong)} names)")
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
+        args = dict(ckpt['model_args'])
+        args.setdefault('fakeln_divisor', 'ema')  # written before FakeLN measured its divisor: it followed an EMA
+        state = ckpt['model']
+        if args.get('removal') != 'fakeln':  # written before FakeLN counted its removals: none removed (FakeLN's refused)
+            state = {'removed': torch.zeros((), dtype=torch.long), **state}
+        model = cls(GPTConfig(**args))
+        model.load_state_dict(state)  # strict: a missing, unexpected or misshapen tensor raises, naming it
+        return model
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None):

@@ -87,101 +87,26 @@ class TrainConfig:
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
         if self.taper_start is None:
-            self.taper_start = self.warmup_iters if self.decay_lr else 0
+            self.taper_start = self.warmup_end
         if self.taper_end is None:
             self.taper_end = self.taper_start + max(1, (self.max_iters - self.taper_start) // 2)
         validate(self)
 
-
-# ----------------------------------------------------------------------------------------------
-# Schedules: pure functions of the iteration (METHOD.md §4), and what a run that tapers needs of them
-
-def get_lr(it, cfg):
-    """nanoGPT's: a linear warmup for warmup_iters steps, a cosine down to min_lr at lr_decay_iters, then min_lr."""
-    if not cfg.decay_lr:
-        return cfg.learning_rate
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it > cfg.lr_decay_iters:
-        return cfg.min_lr
-    coeff = 0.5 * (1.0 + math.cos(math.pi * (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)))
-    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)  # coeff 1 -> 0
-
-
-def get_gate(it, taper_start, taper_end, removals=0):
-    """METHOD.md §4: 1 through taper_start, a half cosine down to 0 at taper_end, then 0. FakeLN (§11) removes its
-    `removals` norms one at a time instead, norm i from iteration taper_start + ceil((i + 1) * (taper_end -
-    taper_start) / removals) on, and g is the share of them still on: a staircase from 1 to 0 at taper_end."""
-    if not 0 <= taper_start < taper_end:
-        raise ValueError(f"need 0 <= taper_start < taper_end, got {taper_start}, {taper_end}")
-    if removals:
-        window = taper_end - taper_start
-        return 1.0 - sum(it >= taper_start + math.ceil((i + 1) * window / removals) for i in range(removals)) / removals
-    progress = min(max((it - taper_start) / (taper_end - taper_start), 0.0), 1.0)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))  # exactly 1 and 0 at the ends: cos(pi) is -1.0 in floats
-
-
-def schedule_warning(cfg):
-    """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
-    averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
-    steps = cfg.taper_end - cfg.taper_start
-    follow = round(1 / (1 - model_config(cfg).ema_decay))  # the model's decay: 100 steps
-    if cfg.taper == 'off' or cfg.removal != 'taper' or not cfg.follow_c or steps >= follow:
-        return None
-    warmup_end = cfg.warmup_iters if cfg.decay_lr else 0  # where a taper left out starts
-    return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
-            f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
-            f"maps run away; train longer (with taper_start and taper_end left out, the taper takes half the steps "
-            f"after the warmup: max_iters >= {warmup_end + 2 * follow}), or set them {follow} or more steps apart")
-
-
-RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
-
-
-def step_seed(seed, rank, it):
-    """Every iteration reseeds from (seed, rank, it): batches and dropout are a function of the step, so a
-    resumed run draws exactly what the uninterrupted one drew, and every DDP rank draws different data."""
-    return int(np.random.SeedSequence([seed, rank, it]).generate_state(1)[0])
+    @property
+    def warmup_end(self):
+        """The first step past the lr warmup: where the taper starts when taper_start is left out."""
+        return self.warmup_iters if self.decay_lr else 0
 
 
 # ----------------------------------------------------------------------------------------------
-# What the run reports: evaluations and the log line
-
-@torch.no_grad()
-def estimate_loss(model, cfg, data_dir, device, ctx):
-    """Mean cross-entropy over eval_iters batches per split. The batches come from a generator seeded the
-    same way at every eval, so curves compare like with like and training's RNG is never touched."""
-    model.eval()
-    out = {}
-    for split in ('train', 'val'):
-        gen, losses = torch.Generator().manual_seed(cfg.seed), torch.zeros(cfg.eval_iters)  # the same batches each time
-        for k in range(cfg.eval_iters):
-            X, Y = get_batch(data_dir, split, cfg.batch_size, cfg.block_size, gen, device)
-            with ctx:
-                losses[k] = model(X, Y)[2]['ce'].item()
-        out[split] = losses.mean().item()
-    model.train()
-    return out
-
-
-def log_line(rec, max_iters):
-    eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
-    line = (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
-            f"anchor {rec['anchor']:.4f} | gate {rec['gate']:.3f} | lr {rec['lr']:.2e} | {rec['ms']:.1f} ms/iter | "
-            f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f} | eta {eta // 3600}:{eta // 60 % 60:02}:"
-            f"{eta % 60:02}")
-    if rec.get('s_drift', 0.0) > RUNAWAY:
-        line += f" | RUNAWAY: s is {rec['s_drift']:.1f}x what it was when c froze"
-    return line
-
-
-# ----------------------------------------------------------------------------------------------
-# The run: set-up, then the loop (the plumbing, refusals and resume are in train_setup.py)
+# The run: set-up, then the loop (the plumbing, refusals and resume are in train_setup.py); the schedules
+# and what it reports follow
 
 def train(cfg):
-    """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate, wall time)."""
+    """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate and phase, wall time)."""
     ddp, rank, world_size, device = setup_processes(cfg)
-    master, accum_steps = rank == 0, cfg.gradient_accumulation_steps // world_size
+    master = rank == 0                                            # rank 0 evaluates, saves and logs
+    accum_steps = cfg.gradient_accumulation_steps // world_size  # micro-steps per optimizer step, in this process
     dtype = pick_dtype(cfg.dtype, device)
     ctx = autocast(device, dtype)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -208,25 +133,28 @@ def train(cfg):
         with ctx:
             model.measure_divisors([get_batch(data_dir, 'val', cfg.batch_size, cfg.block_size, gen, device)[0]
                                     for _ in range(cfg.eval_iters)])
-    iter_num, best_val_loss = (ckpt['iter_num'], ckpt['best_val_loss']) if ckpt else (0, float('inf'))
+    iter_num = ckpt['iter_num'] if ckpt else 0
+    best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
     del ckpt  # free the memory
-    raw_model, gptconf = model, model.config  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
+    raw_model = model  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
+    gptconf = model.config
     if master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
               f"removal={gptconf.removal}" + (f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})"
                                               if source else ""))
-    removals = len(raw_model.taper_norms()) if gptconf.removal == 'fakeln' else 0  # FakeLN: one at a time
+    n_norms = len(raw_model.taper_norms())  # the norms that go
     if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, removals + 4)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, n_norms + 4)
         model = torch.compile(model)
     if ddp:  # gamma_t is unused while g = 1 and gamma at g = 0: DDP must expect unused parameters
         model = DDP(model, device_ids=[device] if device_type == 'cuda' else None,
                     find_unused_parameters=gptconf.taper != 'off')
     resumed_at = iter_num if cfg.init_from == 'resume' else None
-    ckpt_path, saved_at = os.path.join(cfg.out_dir, 'ckpt.pt'), resumed_at
+    ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
+    saved_at = resumed_at  # the iteration ckpt_path holds
     if master:
         write_log = open_log(cfg, resumed_at, device=device_name(device), dtype=dtype, world_size=world_size,
                              model_args=asdict(gptconf), source=source)
@@ -235,18 +163,22 @@ def train(cfg):
             print(warning)
             write_log(dict(kind='warning', text=warning))
 
-    # The loop: iteration k sets the gate g(k) and the lr of step k (set_gate decides what every norm computes and
-    # collects), takes the step, and folds its statistics into c. So c holds the statistics of every step before the
-    # first at g = 0 (the paper's rule: through taper_start), gamma_t and s_tgt those through taper_start (FakeLN: a
-    # norm's gamma_t, and its EMA divisor, up to its removal; s_tgt up to the first). Evaluations and checkpoints happen
-    # between steps (a checkpoint at k holds g(k)); timings leave them out.
-    summary, t_start = dict(evals=[]), time.time()
-    last_log = dict(t=time.time(), iter=iter_num)  # when, and after which iteration, the last log line was made
-    parts_sum = {}                                  # the loss parts summed over the iterations since
+    # The loop: iteration k sets the gate g(k) (FakeLN: the norms removed by k) and the lr of step k, takes the step,
+    # and folds its statistics into c; the model's phase decides what every norm computes and collects. So c holds the
+    # statistics of every step before the first at g = 0 (the paper's rule: through taper_start), gamma_t and s_tgt
+    # those through taper_start (FakeLN: a norm's gamma_t, and its EMA divisor, up to its removal; s_tgt up to the
+    # first). Evaluations and checkpoints happen between steps (a checkpoint at k holds g(k)); timings leave them out.
+    summary = dict(evals=[])
+    t_start = time.time()
+    t_log = time.time()  # the log line's means cover the iterations from iter_log on, timed from t_log
+    iter_log = iter_num
+    parts_sum = {}       # the loss parts summed over those iterations
     try:
         while True:
-            if gptconf.calibrates:  # else g stays 1, unused
-                raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end, removals))
+            if gptconf.removal == 'fakeln':
+                raw_model.remove_norms(norms_removed(iter_num, cfg.taper_start, cfg.taper_end, n_norms))
+            elif gptconf.gated:  # else g stays 1, unused
+                raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
                 gate = raw_model.gate.item()
@@ -263,7 +195,7 @@ def train(cfg):
                                          iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg)), ckpt_path)
                     saved_at = iter_num
                     print(f"saved checkpoint to {ckpt_path}")
-                last_log['t'] = time.time()  # keep eval out of the training timings
+                t_log = time.time()  # keep eval out of the training timings
             if iter_num >= cfg.max_iters or cfg.eval_only:
                 break
 
@@ -295,14 +227,17 @@ def train(cfg):
 
             # log the mean over the iterations since the last line (the .item() calls sync the device)
             if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
-                n = iter_num - last_log['iter']
-                dt = time.time() - last_log['t']
+                n = iter_num - iter_log
+                dt = time.time() - t_log
                 rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
                            **{k: v.item() / n for k, v in parts_sum.items()})
+                if gptconf.removal == 'fakeln':
+                    rec['removed'] = int(raw_model.removed)
                 if raw_model.c_frozen():  # has s outgrown the frozen c? (over the EMA of s where it stopped, §4)
                     rec['s_drift'] = rec['s'] / raw_model.s_mean().item()
                 parts_sum = {}
-                last_log = dict(t=time.time(), iter=iter_num)
+                t_log = time.time()
+                iter_log = iter_num
                 if master:  # (under DDP the other ranks then wait until torchrun ends them)
                     print(log_line(rec, cfg.max_iters))
                     write_log(rec)
@@ -318,9 +253,96 @@ def train(cfg):
         write_log(dict(kind='done', iter=iter_num, wall_s=wall_s))
     if ddp:
         destroy_process_group()
-    summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(), wall_s=wall_s)
+    summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(), phase=raw_model.phase(),
+                   wall_s=wall_s)
     torch.set_num_threads(threads_before)
     return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules: pure functions of the iteration (METHOD.md §4), and what a run that tapers needs of them
+
+def get_lr(it, cfg):
+    """nanoGPT's: a linear warmup for warmup_iters steps, a cosine down to min_lr at lr_decay_iters, then min_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    coeff = 0.5 * (1.0 + math.cos(math.pi * (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)))
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)  # coeff 1 -> 0
+
+
+def get_gate(it, taper_start, taper_end):
+    """METHOD.md §4: 1 through taper_start, a half cosine down to 0 at taper_end, then 0."""
+    if not 0 <= taper_start < taper_end:
+        raise ValueError(f"need 0 <= taper_start < taper_end, got {taper_start}, {taper_end}")
+    progress = min(max((it - taper_start) / (taper_end - taper_start), 0.0), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))  # exactly 1 and 0 at the ends: cos(pi) is -1.0 in floats
+
+
+def norms_removed(it, taper_start, taper_end, n):
+    """FakeLN's schedule (§11): how many of its n norms are gone at iteration it. They go one at a time, norm i from
+    iteration taper_start + ceil((i + 1) * (taper_end - taper_start) / n) on: the last at taper_end."""
+    window = taper_end - taper_start
+    return sum(it >= taper_start + math.ceil((i + 1) * window / n) for i in range(n))
+
+
+def schedule_warning(cfg):
+    """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
+    averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
+    steps = cfg.taper_end - cfg.taper_start
+    follow = round(1 / (1 - model_config(cfg).ema_decay))  # the model's decay: 100 steps
+    if cfg.taper == 'off' or cfg.removal != 'taper' or not cfg.follow_c or steps >= follow:
+        return None
+    return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
+            f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
+            f"maps run away; train longer (with taper_start and taper_end left out, the taper takes half the steps "
+            f"after the warmup: max_iters >= {cfg.warmup_end + 2 * follow}), or set them {follow} or more steps apart")
+
+
+RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
+
+
+def step_seed(seed, rank, it):
+    """Every iteration reseeds from (seed, rank, it): batches and dropout are a function of the step, so a
+    resumed run draws exactly what the uninterrupted one drew, and every DDP rank draws different data."""
+    return int(np.random.SeedSequence([seed, rank, it]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# What the run reports: evaluations and the log line
+
+@torch.no_grad()
+def estimate_loss(model, cfg, data_dir, device, ctx):
+    """Mean cross-entropy over eval_iters batches per split. The batches come from a generator seeded the
+    same way at every eval, so curves compare like with like and training's RNG is never touched."""
+    model.eval()
+    out = {}
+    for split in ('train', 'val'):
+        gen = torch.Generator().manual_seed(cfg.seed)  # the same batches each time
+        losses = torch.zeros(cfg.eval_iters)
+        for k in range(cfg.eval_iters):
+            X, Y = get_batch(data_dir, split, cfg.batch_size, cfg.block_size, gen, device)
+            with ctx:
+                losses[k] = model(X, Y)[2]['ce'].item()
+        out[split] = losses.mean().item()
+    model.train()
+    return out
+
+
+def log_line(rec, max_iters):
+    eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
+    line = (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
+            f"anchor {rec['anchor']:.4f} | gate {rec['gate']:.3f} | lr {rec['lr']:.2e} | {rec['ms']:.1f} ms/iter | "
+            f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f} | eta {eta // 3600}:{eta // 60 % 60:02}:"
+            f"{eta % 60:02}")
+    if 'removed' in rec:  # FakeLN: its norms go one at a time, the gate stays 1
+        line += f" | removed {rec['removed']}"
+    if rec.get('s_drift', 0.0) > RUNAWAY:
+        line += f" | RUNAWAY: s is {rec['s_drift']:.1f}x what it was when c froze"
+    return line
 
 
 if __name__ == '__main__':

@@ -80,7 +80,7 @@ def test_the_divisor_is_the_pooled_scale_of_the_held_out_tokens_from_position_1_
     with torch.no_grad():
         first.weight.mul_(1.5)                                          # gamma trains while the norm is whole,
         m.update_calibration()
-        m.set_gate(1 - 1 / len(m.taper_norms()))                        # so its removal divides and scales by gamma
+        m.remove_norms(1)                                               # so its removal divides and scales by gamma
         x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
         centred = x - x.mean(-1, keepdim=True) if norm == 'layernorm' else x
         expected = centred * c_before[0] * first.weight + (first.bias if first.bias is not None else 0)
@@ -110,9 +110,9 @@ def test_a_removed_norm_divides_by_the_ema_of_the_scale_from_the_measured_diviso
 
     x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
     with torch.no_grad():
-        m.set_gate(1.0)                                                 # before its step: exactly the norm
+        m.remove_norms(0)                                               # before its step: exactly the norm
         assert first.mode == 'norm' and torch.equal(first(x, m.gate), ordinary(first, x))
-        m.set_gate(1 - 1 / len(m.taper_norms()))                        # one norm removed: the first
+        m.remove_norms(1)                                               # one norm removed: the first
         centred = x - x.mean(-1, keepdim=True) if norm == 'layernorm' else x
         expected = centred / sigma_avg * first.weight + (first.bias if first.bias is not None else 0)
         torch.testing.assert_close(first(x, m.gate), expected, rtol=1e-12, atol=1e-12)
@@ -130,7 +130,7 @@ def test_a_fakeln_norm_still_on_keeps_collecting_and_s_stops_where_the_rule_says
     for step in range(2):
         one_step_of_forwards(m)
         m.update_calibration()
-    m.set_gate(1 - 1 / len(m.taper_norms()))                            # the first norm goes
+    m.remove_norms(1)                                                   # the first norm goes
     before = first.c.clone(), second.c.clone(), int(m.ema_steps), m.s_mean().item()
     one_step_of_forwards(m)
     m.update_calibration()
@@ -203,11 +203,11 @@ def test_a_run_from_a_checkpoint_starts_from_exactly_its_weights_with_a_fresh_ru
     assert ckpt is None and about == dict(ckpt=source, iter=4)
     for name, p in weights.named_parameters():
         assert torch.equal(p, model.get_parameter(name)), name
-    assert model.config.dropout == 0.1 and model.config.removal == 'fakeln' and model.gate.item() == 1.0
+    assert model.config.dropout == 0.1 and model.config.removal == 'fakeln' and model.phase() == 'whole'
     assert model.collecting_s and int(model.ema_steps) == 0 and len(model.taper_norms()) == 4
 
     summary = train_module.train(cfg)
-    assert summary['iter_num'] == 6 and summary['gate'] == 0.0
+    assert summary['iter_num'] == 6 and summary['phase'] == 'gone'
     header = log_records(tmp_path / 'ft', 'header')[0]
     assert header['source'] == dict(ckpt=source, iter=4) and header['resumed_at'] is None
     first, source_last = log_records(tmp_path / 'ft', 'eval')[0], log_records(tmp_path / 'source', 'eval')[-1]
@@ -348,7 +348,7 @@ def test_the_removals_sit_where_their_schedule_puts_them_for_four_layers():
     for extra, last in (([], 45), (['--taper=all', '--taper_end=48'], 48)):
         cfg = parse_config(train_module.TrainConfig, [os.path.join(REPO, 'config', 'finetune_fakeln.py'), *extra])
         n = 8 if not extra else 9
-        gates = [train_module.get_gate(it, cfg.taper_start, cfg.taper_end, n) for it in range(cfg.max_iters)]
-        removed_at = [it for it in range(1, len(gates)) if gates[it] < gates[it - 1]]
+        counts = [train_module.norms_removed(it, cfg.taper_start, cfg.taper_end, n) for it in range(cfg.max_iters)]
+        removed_at = [it for it in range(1, len(counts)) if counts[it] > counts[it - 1]]
         assert (len(removed_at), removed_at[0], removed_at[-1], cfg.max_iters) == (n, 20, last, 300)
         assert (cfg.warmup_iters, cfg.learning_rate / cfg.min_lr, cfg.beta2, cfg.weight_decay) == (25, 2, 0.999, 0.01)

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from configurator import UserError, parse_config
-from train import TrainConfig, get_gate, get_lr, schedule_warning
+from train import TrainConfig, get_gate, get_lr, norms_removed, schedule_warning
 
 
 def test_gate_is_one_through_taper_start_then_a_half_cosine_to_zero():
@@ -19,13 +19,12 @@ def test_gate_is_one_through_taper_start_then_a_half_cosine_to_zero():
     assert all(a >= b for a, b in zip(gates, gates[1:]))                    # never rises
 
 
-def test_fakeln_gate_is_the_share_of_norms_still_on_each_removed_at_its_own_step():
+def test_fakeln_removes_its_norms_one_at_a_time_each_at_its_own_step():
     """METHOD.md §11: norm i of n goes at taper_start + ceil((i + 1) * (taper_end - taper_start) / n)."""
     removed_at = [5, 7, 10, 12]                                             # 2 + ceil(2.5), 2 + 5, 2 + ceil(7.5), 12
-    assert [get_gate(k, 2, 12, removals=4) for k in range(15)] == \
-        [1 - sum(k >= r for r in removed_at) / 4 for k in range(15)]
-    assert get_gate(2, 2, 12, removals=40) == 1.0 and get_gate(3, 2, 12, removals=40) == 0.9  # 4 norms a step
-    assert get_gate(12, 2, 12, removals=40) == 0.0
+    assert [norms_removed(k, 2, 12, 4) for k in range(15)] == [sum(k >= r for r in removed_at) for k in range(15)]
+    assert norms_removed(2, 2, 12, 40) == 0 and norms_removed(3, 2, 12, 40) == 4   # 4 norms a step
+    assert norms_removed(12, 2, 12, 40) == 40
 
 
 @pytest.mark.parametrize('start,end', [(100, 100), (200, 100), (-1, 10)])

@@ -74,6 +74,30 @@ def test_before_a_step_of_statistics_the_gate_cannot_leave_one():
         m.set_gate(0.5)
 
 
+@pytest.mark.parametrize('follow_c', [True, False])
+def test_the_phase_decides_what_every_norm_computes_and_collects_for_either_removal(follow_c):
+    """TaperNorm: the gate g. FakeLN: the count removed, the first k of taper_norms() switched off and frozen, the
+    rest whole. c follows its statistics until the norms are gone (follow_c=False: only while they are whole)."""
+    m = calibrated(tiny(follow_c=follow_c))
+    for g, phase, mode in ((1.0, 'whole', 'norm'), (0.4, 'going', 'blend'), (0.0, 'gone', 'linear')):
+        m.set_gate(g)
+        assert m.phase() == phase and {tn.mode for tn in m.taper_norms()} == {mode}
+        follows = phase != 'gone' if follow_c else phase == 'whole'
+        assert {tn.collecting for tn in m.taper_norms()} == {follows} and m.collecting_s == follows
+    f = calibrated(tiny(removal='fakeln', fakeln_divisor='ema', follow_c=follow_c))
+    for k, phase in ((0, 'whole'), (1, 'going'), (3, 'going'), (4, 'gone')):
+        f.remove_norms(k)
+        assert f.phase() == phase and f.gate.item() == 1.0
+        assert [tn.mode for tn in f.taper_norms()] == ['linear'] * k + ['norm'] * (4 - k)
+        assert [tn.collecting for tn in f.taper_norms()] == [False] * k + [True] * (4 - k)
+    with pytest.raises(ValueError, match='remove_norms'):
+        f.set_gate(0.5)                                                 # a FakeLN model has no gate
+    with pytest.raises(ValueError, match=r'0 <= k <= 4'):
+        f.remove_norms(5)
+    with pytest.raises(ValueError, match='FakeLN'):
+        m.remove_norms(1)                                               # a TaperNorm model has no count
+
+
 def hand_step(m, tn, seen_in, seen_h, kind, ema):
     """One optimizer step's forwards, and the EMAs of num, den (METHOD.md §3) and s that it should leave, by hand."""
     one_step_of_forwards(m, seen_in, seen_h)
