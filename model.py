@@ -123,14 +123,23 @@ class TaperNorm(Norm):
         self.register_buffer('c', torch.ones(()))                      # the scalar c (§3), frozen once not collecting
         self.register_buffer('ema', torch.zeros(2))                    # EMAs of num / tokens, den / tokens
         self.register_buffer('acc', torch.zeros(3), persistent=False)  # this step's sums: num, den, tokens
+        self.register_buffer('c_gamma_t', torch.ones(ndim), persistent=False)  # c * gamma_t, as eval() left them
         self.mode = 'norm'       # 'norm', 'blend' or 'linear': what forward computes (GPT.apply_phase)
         self.collecting = True   # training forwards feed acc (GPT.apply_phase)
 
     def linear(self, x):
-        """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, §7)."""
+        """L(h): sample-independent. The LayerNorm mean is linear too (it folds into W, §7). At inference c and gamma_t
+        are fixed, so their product is made once, by eval(): RMS multiplies once, LayerNorm centres and multiplies."""
         h = x - x.mean(-1, keepdim=True) if self.kind == 'layernorm' else x
+        if not self.training:
+            return h * self.c_gamma_t if self.bias is None else torch.addcmul(self.bias, h, self.c_gamma_t)
         y = h * (self.c * self.weight_t)
         return y if self.bias is None else y + self.bias
+
+    def train(self, mode=True):
+        if not mode:  # (a non-persistent buffer: .to() moves it, checkpoints leave it out)
+            self.c_gamma_t = (self.c * self.weight_t).detach()
+        return super().train(mode)
 
     def forward(self, x, gate):
         if self.mode == 'linear':
@@ -388,7 +397,7 @@ class GPT(nn.Module):
         follows with it; a calibrated anchor pulls once its s_tgt is frozen, as the norms start to go (§6)."""
         phase = self.phase()
         if phase != 'whole' and self.config.gated and int(self.ema_steps) == 0:
-            raise RuntimeError("the norms can start to go only after update_calibration() has taken a step's statistics")
+            raise RuntimeError("the norms can go only after update_calibration() has taken a step's statistics")
         c_follows = phase != 'gone' if self.config.follow_c else phase == 'whole'
         self.collecting_s = self.config.gated and c_follows
         self.anchoring = self.config.anchor_lambda > 0 and (not self.config.anchor_from_ema or phase != 'whole')
@@ -403,7 +412,8 @@ class GPT(nn.Module):
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self.apply_phase()  # the Python-side state follows the loaded buffers
+        self.apply_phase()  # the Python-side state follows the loaded buffers,
+        self.train(self.training)  # and an eval model's c * gamma_t the loaded c and gamma_t
         return result
 
     # ------------------------------------------------------------------------------------------
@@ -504,7 +514,7 @@ class GPT(nn.Module):
         args = dict(ckpt['model_args'])
         args.setdefault('fakeln_divisor', 'ema')  # written before FakeLN measured its divisor: it followed an EMA
         state = ckpt['model']
-        if args.get('removal') != 'fakeln':  # written before FakeLN counted its removals: none removed (FakeLN's refused)
+        if args.get('removal') != 'fakeln':  # written before FakeLN counted its removals (FakeLN's are refused)
             state = {'removed': torch.zeros((), dtype=torch.long), **state}
         model = cls(GPTConfig(**args))
         model.load_state_dict(state)  # strict: a missing, unexpected or misshapen tensor raises, naming it

@@ -234,16 +234,42 @@ def ops_of(norm, x, gate, step):
     return count.ops
 
 
-@pytest.mark.parametrize('kind,inference,step', [('rmsnorm', 2, 6), ('layernorm', 5, 14)])  # torch 2.13
-def test_a_tapered_norm_at_gate_zero_launches_no_more_ops_than_counted(kind, inference, step):
-    """At g = 0 a TaperNorm computes L(h) alone: at inference c * gamma_t and one multiply (LayerNorm: the centring
-    and beta too), against F.layer_norm's one fused op. Counted on the CPU, the same on any machine: a change that adds
-    a launch goes red. (Fewer is the aim: one op for RMS at inference, three for LayerNorm.)"""
-    tn = model_module.TaperNorm(16, kind, True, EPS, 0.99)
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('kind,inference,step', [('rmsnorm', 1, 6), ('layernorm', 3, 14)])  # torch 2.13
+def test_a_tapered_norm_at_gate_zero_launches_no_more_ops_than_counted(kind, inference, step, bias):
+    """At g = 0 a TaperNorm computes L(h) alone: at inference one multiply by the c * gamma_t that eval() made (RMS),
+    or the centring and one multiply-add (LayerNorm), against F.layer_norm's one fused op. Counted on the CPU, the
+    same on any machine: a change that adds a launch goes red."""
+    tn = model_module.TaperNorm(16, kind, bias, EPS, 0.99)
     tn.mode, tn.collecting = 'linear', False
     x, gate = torch.randn(2, 3, 16, requires_grad=True), torch.zeros(())
-    assert len(ops_of(tn, x, gate, step=False)) == inference
-    assert len(ops_of(tn, x, gate, step=True)) == step
+    assert len(ops_of(tn.eval(), x, gate, step=False)) == inference
+    tn.train()
+    assert len(ops_of(tn, x, gate, step=True)) == step - 2 * (kind == 'layernorm' and not bias)  # beta: add, sum
     assert 'aten::native_layer_norm' not in ops_of(tn, x, gate, step=True)            # no per-token statistic
     layer_norm = model_module.Norm(16, 'layernorm', True, EPS)
     assert ops_of(layer_norm, x, gate, step=False) == ['aten::native_layer_norm']   # the fused baseline
+
+
+@pytest.mark.parametrize('kind', ['layernorm', 'rmsnorm'])
+def test_at_inference_the_linear_map_is_the_one_training_computes_with_c_and_gamma_t_as_eval_found_them(kind):
+    """eval() makes c * gamma_t once; it follows every later eval(), and a load_state_dict into an eval model."""
+    m = calibrated(tiny(kind).double())
+    randomize_norms(m)
+    m.set_gate(0.0)
+    x = 3 * torch.randn(4, 5, 24, dtype=torch.float64) + 0.7
+    with torch.no_grad():
+        tn = m.transformer.h[1].ln_2
+        trained = tn(x, m.gate)                                          # training mode: c * gamma_t at every call
+        m.eval()
+        h = x - x.mean(-1, keepdim=True) if kind == 'layernorm' else x
+        product, beta = h * tn.c * tn.weight_t, tn.bias if kind == 'layernorm' else 0
+        # h * v + beta rounded once (a multiply-add) against twice: 3 units of float64 rounding apart at most
+        assert ((tn(x, m.gate) - trained).abs() <= 3 * 2 ** -53 * (product.abs() + abs(beta))).all()
+        tn.weight_t.mul_(2.0)                                            # what a further step of training does,
+        m.eval()                                                         # and the next evaluation then sees
+        torch.testing.assert_close(tn(x, m.gate), explicit_scaling(kind, x, tn), rtol=1e-12, atol=1e-12)
+        state = m.state_dict()
+        state['transformer.h.1.ln_2.c'] = 3 * state['transformer.h.1.ln_2.c']
+        m.load_state_dict(state)                                         # still in eval mode
+        torch.testing.assert_close(tn(x, m.gate), explicit_scaling(kind, x, tn), rtol=1e-12, atol=1e-12)
