@@ -29,8 +29,7 @@ def costliest(step, device):
         step()
         if cuda:
             torch.cuda.synchronize(device)
-    return prof.key_averages().table(sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total',
-                                     row_limit=ROWS)
+    return prof.key_averages().table(sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total', row_limit=ROWS)
 
 
 def main(cfg):

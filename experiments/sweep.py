@@ -50,8 +50,7 @@ FINETUNES = {  # name -> overrides of config/finetune_taper.py (Internal-Taper, 
 }
 WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: c frozen at 400 (METHOD.md §4)
 VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
-                 (('layernorm', dict(taper='off')), ('taper_ln_start400', PAPER),
-                  ('taper_ln_follow', {}))})
+                 (('layernorm', dict(taper='off')), ('taper_ln_start400', PAPER), ('taper_ln_follow', {}))})
 LENGTHS = tuple(n for n in ALL_LENGTHS if n != 2000)  # the main job shorter and longer (2000: the plain variants)
 VARIANTS.update({f'{v}-it{n}': dict(overrides, max_iters=n) for n in LENGTHS for v, overrides in
                  (('layernorm', dict(taper='off')), ('taper_ln_follow', {}))})
