@@ -1,5 +1,4 @@
-"""
-Where the time of a tapered norm goes: torch.profiler's ten costliest operations of one training step and of one
+"""Where the time of a tapered norm goes: torch.profiler's ten costliest operations of one training step and of one
 last-token forward, RMSNorm against TaperNorm at g = 0 (at these sizes a step is bound by launches, so an op that a
 norm adds shows here first). bench.py's models, steps and settings; each table sorted by the operations' own
 time (on CUDA, the kernels').

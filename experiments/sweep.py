@@ -1,5 +1,4 @@
-"""
-The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a removal:
+"""The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a removal:
 config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished (or diverged)
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6

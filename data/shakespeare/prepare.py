@@ -1,5 +1,4 @@
-"""
-Tiny Shakespeare in GPT-2's BPE (nanoGPT's shakespeare): train.bin / val.bin (uint16 token ids), written beside
+"""Tiny Shakespeare in GPT-2's BPE (nanoGPT's shakespeare): train.bin / val.bin (uint16 token ids), written beside
 this file or into out_dir. The text and its 90/10 split by characters are shakespeare_char's; each part is encoded
 on its own, so nanoGPT's counts come out: 301,966 train and 36,059 val tokens.
 $ python data/shakespeare/prepare.py                  # the text of data/shakespeare_char (downloaded if missing)

@@ -1,5 +1,4 @@
-"""
-Tiny Shakespeare as characters (nanoGPT's shakespeare_char): train.bin / val.bin (uint16 ids, 90/10 split)
+"""Tiny Shakespeare as characters (nanoGPT's shakespeare_char): train.bin / val.bin (uint16 ids, 90/10 split)
 and meta.pkl (the vocabulary), written beside this file or into out_dir.
 $ python data/shakespeare_char/prepare.py                  # input.txt beside this file, else download it
 $ python data/shakespeare_char/prepare.py path/to/input.txt  # a local copy of the text
