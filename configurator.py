@@ -59,8 +59,8 @@ def read_file(path, seen=()):
 
 
 def parse_config(cls, argv, base=None):
-    """cls from [config files] [--key=value ...], each value typed and checked against cls's fields, over
-    base(values) if given; a value cls refuses is a UserError too."""
+    """cls from [config files] [--key=value ...], each value typed and checked against cls's fields; base(values), if
+    given, supplies the values beneath the command line's (a resumed run's own saved config)."""
     hints = typing.get_type_hints(cls)  # every field's type, by name
     from_files, overrides = {}, {}
     for arg in argv:
@@ -100,9 +100,8 @@ def usage(cls):
 
 
 def run_main(main, cls, base=None):
-    """`python script.py [config.py] [--key=value]`: parse, then run main(cfg). A UserError anywhere ends the run
-    with its one line; Ctrl-C with one line too. base(values), if given, supplies the values beneath the command
-    line's (a resumed run's own saved config)."""
+    """`python script.py [config.py] [--key=value]`: parse_config, then main(cfg). A UserError anywhere ends the
+    run with its one line; Ctrl-C with one line too."""
     try:
         return main(parse_config(cls, sys.argv[1:], base))
     except UserError as e:
