@@ -190,8 +190,7 @@ def bench(cfg, device):
     for compiled in ([False, True] if cfg.compile else [False]):
         for mode in csv(cfg.modes):
             names = VARIANTS[mode]
-            # CUDA inference runs bf16 weights; training keeps float32 weights under bf16 autocast (as train.py)
-            wdtype = dtype if mode != 'train' else torch.float32
+            wdtype = dtype if mode != 'train' else torch.float32  # training: float32 under autocast, as train.py
             models = {v: m.to(device=device, dtype=wdtype) for v, m in variants(cfg, names).items()}
             params.update({v: m.get_num_params(non_embedding=False) for v, m in models.items()})
             if compiled:  # the variants share GPT.forward's code: give dynamo room for a graph set per variant
