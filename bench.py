@@ -10,8 +10,7 @@ $ python bench.py                  # the paper's benchmark model (random weights
 $ python bench.py --vocab_size=50304 --n_embd=384 --n_head=6   # GPT-2's vocabulary instead: the output layer dominates
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
 time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs), a
-ratio one of minima; --compile adds compiled cells. One JSON record holds every figure: the last line printed, or
-the file --out names.
+ratio one of minima. One JSON record holds every figure: the last line printed, or the file --out names.
 """
 import json
 import os
@@ -166,13 +165,13 @@ def time_cell(steps, cfg, device):
     return times
 
 
-def main(cfg):
+def main(cfg, run=None):
     device = pick_device(cfg.device)
     cfg = resolve(cfg, device.startswith('cuda'))
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return bench(cfg, device)
+        return (run or bench)(cfg, device)  # run: experiments/profile_norms.py's profile, on the same footing
     finally:
         torch.set_num_threads(threads)  # a caller (a test) gets its process back as it was
 
@@ -190,8 +189,7 @@ def bench(cfg, device):
     for compiled in ([False, True] if cfg.compile else [False]):
         for mode in csv(cfg.modes):
             names = VARIANTS[mode]
-            # CUDA inference runs bf16 weights; training keeps float32 weights under bf16 autocast (as train.py)
-            wdtype = dtype if mode != 'train' else torch.float32
+            wdtype = dtype if mode != 'train' else torch.float32  # training: float32 under autocast, as train.py
             models = {v: m.to(device=device, dtype=wdtype) for v, m in variants(cfg, names).items()}
             params.update({v: m.get_num_params(non_embedding=False) for v, m in models.items()})
             if compiled:  # the variants share GPT.forward's code: give dynamo room for a graph set per variant

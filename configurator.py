@@ -58,8 +58,9 @@ def read_file(path, seen=()):
     return values
 
 
-def read_args(cls, argv):
-    """{key: value} from [config files] [--key=value ...], typed and checked against cls's fields."""
+def parse_config(cls, argv, base=None):
+    """cls from [config files] [--key=value ...], each value typed and checked against cls's fields; base(values), if
+    given, supplies the values beneath the command line's (a resumed run's own saved config)."""
     hints = typing.get_type_hints(cls)  # every field's type, by name
     from_files, overrides = {}, {}
     for arg in argv:
@@ -85,7 +86,10 @@ def read_args(cls, argv):
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise UserError(f"{source}: unknown config key {key!r}{hint}; --help lists them")
         values[key] = coerce(key, value, hints[key], source)
-    return values
+    try:
+        return cls(**{**(base(values) if base else {}), **values})
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def usage(cls):
@@ -96,21 +100,11 @@ def usage(cls):
 
 
 def run_main(main, cls, base=None):
-    """`python script.py [config.py] [--key=value]`: parse, then run main(cfg). A UserError anywhere ends the run
-    with its one line; Ctrl-C with one line too. base(values), if given, supplies the values beneath the command
-    line's (a resumed run's own saved config)."""
+    """`python script.py [config.py] [--key=value]`: parse_config, then main(cfg). A UserError anywhere ends the
+    run with its one line; Ctrl-C with one line too."""
     try:
         return main(parse_config(cls, sys.argv[1:], base))
     except UserError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted")
-
-
-def parse_config(cls, argv, base=None):
-    """cls from [config files] [--key=value ...], over base(values) if given; a value cls refuses is a UserError."""
-    values = read_args(cls, argv)
-    try:
-        return cls(**{**(base(values) if base else {}), **values})
-    except ValueError as e:
-        raise UserError(str(e)) from None

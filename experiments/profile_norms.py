@@ -1,5 +1,4 @@
-"""
-Where the time of a tapered norm goes: torch.profiler's ten costliest operations of one training step and of one
+"""Where the time of a tapered norm goes: torch.profiler's ten costliest operations of one training step and of one
 last-token forward, RMSNorm against TaperNorm at g = 0 (at these sizes a step is bound by launches, so an op that a
 norm adds shows here first). bench.py's models, steps and settings; each table sorted by the operations' own
 time (on CUDA, the kernels').
@@ -13,9 +12,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
-from bench import BenchConfig, csv, make_step, resolve, variants  # noqa: E402
+from bench import BenchConfig, csv, main as bench_main, make_step, variants  # noqa: E402
 from configurator import run_main  # noqa: E402
-from runtime import autocast, device_name, pick_device, pick_dtype  # noqa: E402
+from runtime import autocast, device_name, pick_dtype  # noqa: E402
 
 ROWS = 10
 COMPARED = ('rmsnorm', 'taper_rms')
@@ -29,29 +28,25 @@ def costliest(step, device):
         step()
         if cuda:
             torch.cuda.synchronize(device)
-    return prof.key_averages().table(sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total',
-                                     row_limit=ROWS)
+    return prof.key_averages().table(sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total', row_limit=ROWS)
 
 
 def main(cfg):
+    return bench_main(cfg, profile_cells)  # on bench.py's device, with its settings and CPU threads
+
+
+def profile_cells(cfg, device):
     """{(mode, variant): the table}, each printed under a line naming the cell."""
-    device = pick_device(cfg.device)
-    cfg = resolve(cfg, device.startswith('cuda'))
     dtype_name = pick_dtype(cfg.dtype, device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
     print(f"profile | {device_name(device)} | torch {torch.__version__} | {dtype_name}")
     tables = {}
-    try:
-        for mode, (B, T) in (('train', (cfg.train_batch, cfg.train_seq)), ('last', (1, max(csv(cfg.seq_lens, int))))):
-            wdtype = torch.float32 if mode == 'train' else getattr(torch, dtype_name)  # as bench.py
-            for name, model in variants(cfg, COMPARED).items():
-                step, _ = make_step(mode, model.to(device=device, dtype=wdtype), B, T, cfg, device,
-                                    autocast(device, dtype_name))
-                tables[(mode, name)] = costliest(step, device)
-                print(f"\n{mode}, {name}, B={B} T={T}: the {ROWS} costliest operations\n{tables[(mode, name)]}")
-    finally:
-        torch.set_num_threads(threads)  # a caller (a test) gets its process back as it was
+    for mode, (B, T) in (('train', (cfg.train_batch, cfg.train_seq)), ('last', (1, max(csv(cfg.seq_lens, int))))):
+        wdtype = torch.float32 if mode == 'train' else getattr(torch, dtype_name)  # as bench.py
+        for name, model in variants(cfg, COMPARED).items():
+            step, _ = make_step(mode, model.to(device=device, dtype=wdtype), B, T, cfg, device,
+                                autocast(device, dtype_name))
+            tables[(mode, name)] = costliest(step, device)
+            print(f"\n{mode}, {name}, B={B} T={T}: the {ROWS} costliest operations\n{tables[(mode, name)]}")
     return tables
 
 

@@ -1,5 +1,4 @@
-"""
-Everything in the README's results comes from the runs' logs, archived in results/logs (a clone can remake it):
+"""Everything in the README's results comes from the runs' logs, archived in results/logs (a clone can remake it):
 results/runs.csv (a row per run finished or diverged), results.md, the README's report sections, the plots (matplotlib).
 $ python experiments/report.py                                   # out-sweep/*/log.jsonl -> results/, README.md
 $ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table
@@ -54,8 +53,7 @@ def read_log(path):
             if rec['kind'] == 'header':
                 cut, source = rec.get('resumed_at') or 0, (run['header'] or rec).get('source')  # a resume's is None
                 run.update(header=dict(rec, source=source), done=None,
-                           eval={i: r for i, r in run['eval'].items() if i < cut},
-                           train={i: r for i, r in run['train'].items() if i < cut})
+                           **{k: {i: r for i, r in run[k].items() if i < cut} for k in ('eval', 'train')})
             elif rec['kind'] in ('eval', 'train'):
                 run[rec['kind']][rec['iter']] = rec
             else:
@@ -135,12 +133,6 @@ def paired(runs, a, b, lr_a, lr_b):
     return len(diffs), statistics.fmean(diffs), half, statistics.fmean(vb[s] for s in va.keys() & vb.keys())
 
 
-def gap_cells(d):
-    """paired()'s (n, mean, half-width, base) as cells: the difference (seeds), its 95% interval, relative to base."""
-    return ["", "", ""] if d is None else [f"{d[1]:+.4f} ({d[0]} seeds)", f"[{d[1] - d[2]:+.4f}, {d[1] + d[2]:+.4f}]",
-                                           f"{100 * d[1] / d[3]:+.2f}%"]
-
-
 def head(*cells):  # a markdown table's header row and rule
     return ["| " + " | ".join(cells) + " |", "|---" * len(cells) + "|"]
 
@@ -148,7 +140,9 @@ def head(*cells):  # a markdown table's header row and rule
 def vs_row(runs, best, v, base, *extra):
     """| v | its best lr | seeds | final val loss | v - base paired (or 'baseline') | extra cells |"""
     rs = [r for r in runs if (r['variant'], r['learning_rate']) == (v, best[v])]
-    gap = ["baseline", "", ""] if v == base else gap_cells(paired(runs, v, base, best[v], best[base]))
+    d = None if v == base else paired(runs, v, base, best[v], best[base])  # (n, mean, 95% half-width, base's mean)
+    gap = (["baseline", "", ""] if v == base else ["", "", ""] if d is None else
+           [f"{d[1]:+.4f} ({d[0]} seeds)", f"[{d[1] - d[2]:+.4f}, {d[1] + d[2]:+.4f}]", f"{100 * d[1] / d[3]:+.2f}%"])
     return f"| {v} | {best[v]:g} | {len(rs)} | {mean_sd([r['val_loss'] for r in rs])} | " + " | ".join(
         gap + [cell(rs) for cell in extra]) + " |"
 

@@ -1,5 +1,4 @@
-"""
-The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a removal:
+"""The experiments behind the README's results (METHOD.md §9): each run is config/taper.py (a removal:
 config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished (or diverged)
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
@@ -50,8 +49,7 @@ FINETUNES = {  # name -> overrides of config/finetune_taper.py (Internal-Taper, 
 }
 WIDTHS = (64, 128, 256)  # the size series at 8 layers, heads 32 wide; _start400: c frozen at 400 (METHOD.md §4)
 VARIANTS.update({f'{v}-8x{w}': dict(overrides, n_layer=8, n_embd=w, n_head=w // 32) for w in WIDTHS for v, overrides in
-                 (('layernorm', dict(taper='off')), ('taper_ln_start400', PAPER),
-                  ('taper_ln_follow', {}))})
+                 (('layernorm', dict(taper='off')), ('taper_ln_start400', PAPER), ('taper_ln_follow', {}))})
 LENGTHS = tuple(n for n in ALL_LENGTHS if n != 2000)  # the main job shorter and longer (2000: the plain variants)
 VARIANTS.update({f'{v}-it{n}': dict(overrides, max_iters=n) for n in LENGTHS for v, overrides in
                  (('layernorm', dict(taper='off')), ('taper_ln_follow', {}))})

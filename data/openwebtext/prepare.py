@@ -1,5 +1,4 @@
-"""
-OpenWebText in GPT-2's BPE (nanoGPT's openwebtext): train.bin / val.bin of uint16 token ids, every document
+"""OpenWebText in GPT-2's BPE (nanoGPT's openwebtext): train.bin / val.bin of uint16 token ids, every document
 followed by the end-of-text token, written beside this file or into --out_dir. From the Hugging Face Hub through
 `datasets` (8M documents, ~54 GB of cache; about 9B train and 4M val tokens), or from local files, offline:
 $ python data/openwebtext/prepare.py --num_proc=8

@@ -1,5 +1,4 @@
-"""
-Tiny Shakespeare in GPT-2's BPE (nanoGPT's shakespeare): train.bin / val.bin (uint16 token ids), written beside
+"""Tiny Shakespeare in GPT-2's BPE (nanoGPT's shakespeare): train.bin / val.bin (uint16 token ids), written beside
 this file or into out_dir. The text and its 90/10 split by characters are shakespeare_char's; each part is encoded
 on its own, so nanoGPT's counts come out: 301,966 train and 36,059 val tokens.
 $ python data/shakespeare/prepare.py                  # the text of data/shakespeare_char (downloaded if missing)
@@ -8,25 +7,19 @@ $ python data/shakespeare/prepare.py path/to/input.txt  # a local copy (offline,
 import os
 import sys
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for `data.` when run as a script
-from data.common import OUTPUTS, gpt2_encoding, publish, temporary  # noqa: E402
-from data.shakespeare_char.prepare import read_text  # noqa: E402  (one copy of the text, one reader)
+from data.common import OUTPUTS, gpt2_encoding, publish  # noqa: E402
+from data.shakespeare_char.prepare import read_text, write_splits  # noqa: E402  (one text, one reader, one split)
 
 PREPARE_ON_DEMAND = True  # small: train.py runs prepare() itself when a file is missing
 
 
 def prepare(src=None, out_dir=HERE):
     text = read_text(src, out_dir)
-    n, enc = len(text), gpt2_encoding()
-    for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
-        ids = np.array(enc.encode_ordinary(part), dtype=np.uint16)  # encode_ordinary: '<|endoftext|>' is text
-        ids.tofile(temporary(out_dir, f'{split}.bin'))
-        print(f"{split}: {len(ids):,} tokens")
+    write_splits(text, gpt2_encoding().encode_ordinary, out_dir)  # encode_ordinary: '<|endoftext|>' is text
     publish(out_dir, OUTPUTS)
-    print(f"{n:,} characters in GPT-2's BPE, written to {out_dir}")
+    print(f"{len(text):,} characters in GPT-2's BPE, written to {out_dir}")
 
 
 if __name__ == '__main__':

@@ -1,5 +1,4 @@
-"""
-Tiny Shakespeare as characters (nanoGPT's shakespeare_char): train.bin / val.bin (uint16 ids, 90/10 split)
+"""Tiny Shakespeare as characters (nanoGPT's shakespeare_char): train.bin / val.bin (uint16 ids, 90/10 split)
 and meta.pkl (the vocabulary), written beside this file or into out_dir.
 $ python data/shakespeare_char/prepare.py                  # input.txt beside this file, else download it
 $ python data/shakespeare_char/prepare.py path/to/input.txt  # a local copy of the text
@@ -43,19 +42,23 @@ def read_text(src=None, out_dir=HERE):
     return text
 
 
+def write_splits(text, encode, out_dir):
+    """train.bin and val.bin (uint16 ids): the first 90% of text's characters and the rest, each encoded on its own."""
+    for split, part in (('train', text[:int(len(text) * 0.9)]), ('val', text[int(len(text) * 0.9):])):
+        ids = np.array(encode(part), dtype=np.uint16)
+        ids.tofile(temporary(out_dir, f'{split}.bin'))
+        print(f"{split}: {len(ids):,} tokens")
+
+
 def prepare(src=None, out_dir=HERE):
     text = read_text(src, out_dir)
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
-    n = len(text)
-    for split, part in (('train', text[:int(n * 0.9)]), ('val', text[int(n * 0.9):])):
-        ids = np.array([stoi[c] for c in part], dtype=np.uint16)
-        ids.tofile(temporary(out_dir, f'{split}.bin'))
-        print(f"{split}: {len(ids):,} tokens")
+    write_splits(text, lambda part: [stoi[c] for c in part], out_dir)
     with open(temporary(out_dir, 'meta.pkl'), 'wb') as f:
         pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
     publish(out_dir, OUTPUTS)
-    print(f"{n:,} characters, vocabulary of {len(chars)}, written to {out_dir}")
+    print(f"{len(text):,} characters, vocabulary of {len(chars)}, written to {out_dir}")
 
 
 if __name__ == '__main__':

@@ -1,5 +1,4 @@
-"""
-TinyStories (Eldan & Li 2023, the paper's pre-training set) in GPT-2's BPE, by data/openwebtext/prepare.py's code:
+"""TinyStories (Eldan & Li 2023, the paper's pre-training set) in GPT-2's BPE, by data/openwebtext/prepare.py's code:
 from the Hugging Face Hub (2.1M train stories, ~470M tokens; its own validation split becomes val), or local files.
 $ python data/tinystories/prepare.py --num_proc=8
 $ python data/tinystories/prepare.py --files TinyStories/data/*.parquet   # local files: 0.05% of them become val
