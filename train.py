@@ -87,15 +87,10 @@ class TrainConfig:
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
         if self.taper_start is None:
-            self.taper_start = self.warmup_end
+            self.taper_start = self.warmup_iters if self.decay_lr else 0
         if self.taper_end is None:
             self.taper_end = self.taper_start + max(1, (self.max_iters - self.taper_start) // 2)
         validate(self)
-
-    @property
-    def warmup_end(self):
-        """The first step past the lr warmup: where the taper starts when taper_start is left out."""
-        return self.warmup_iters if self.decay_lr else 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,8 +293,8 @@ def schedule_warning(cfg):
         return None
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
             f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
-            f"maps run away; train longer (with taper_start and taper_end left out, the taper takes half the steps "
-            f"after the warmup: max_iters >= {cfg.warmup_end + 2 * follow}), or set them {follow} or more steps apart")
+            f"maps run away; train longer (max_iters >= {cfg.taper_start + 2 * follow}, with taper_end left out: the "
+            f"taper then takes half the steps after taper_start), or set them {follow} or more steps apart")
 
 
 RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
