@@ -36,7 +36,7 @@ class GPTConfig:
     taper: str = 'off'          # 'off' | 'internal' (ln_1, ln_2 taper; ln_f stays) | 'all' (ln_f too)
     removal: str = 'taper'      # how those norms go: 'taper' (one global cosine gate) | 'fakeln' (one at a time)
     anchor_lambda: float = 0.0  # weight of the scale-anchor loss (§6); 0 turns it off
-    anchor_target: float | None = None  # a fixed s_tgt; None: the EMA of s, frozen when the gate leaves 1
+    anchor_target: float | None = None  # a fixed s_tgt; None: the EMA of s, frozen as the norms start to go
     ema_decay: float = 0.99     # decay of the calibration EMAs (§3)
     follow_c: bool = True       # c follows its statistics until g = 0 (ours, §3); False: frozen as g leaves 1 (paper)
     fakeln_divisor: str = 'heldout'  # FakeLN's: measured on held-out tokens and held (theirs) | 'ema': then followed
@@ -113,8 +113,8 @@ class TaperNorm(Norm):
       'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it follows gamma, §3).
       'blend'  0 < g < 1: the convex mix; gamma_t trains.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
-    While `collecting` (while c follows the stream, GPT.apply_phase), training forwards add the statistics of c* to
-    acc; once per optimizer step GPT.update_calibration hands them, summed over ranks, to update.
+    While `collecting` (while c follows the stream, GPT.apply_phase), training forwards add to acc the sums behind c*,
+    the c fitting L(h) to N(h) in least squares (§3); once per step GPT.update_calibration hands them to update.
     """
     def __init__(self, ndim, kind, bias, eps, ema_decay):
         super().__init__(ndim, kind, bias, eps)
@@ -179,7 +179,7 @@ class FakeLN(TaperNorm):
     c = 1 / sigma and gamma_t = gamma, so it folds the same way; GPT.remove_norms switches these norms one at a
     time, never blends. sigma is measured before training, through the model the run starts from, on held-out tokens
     (GPT.measure_divisors), and held (their default); fakeln_divisor='ema' (their flag) goes on from there as an
-    EMA of the batch-mean s(h) until the norm's removal.
+    EMA of the batch-mean s(h), every position (theirs too, unlike the measurement), until the norm's removal.
     """
     def set_divisor(self, sigma):
         """c = 1 / sigma, held in the EMAs as (1, sigma): the state the 'ema' divisor follows the stream from."""
@@ -288,8 +288,8 @@ class GPT(nn.Module):
             self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
 
         # Run state, all in buffers so checkpoints carry it and torch.compile sees tensors, not floats.
-        self.register_buffer('gate', torch.ones(()))                       # TaperNorm's global gate g (§4)
-        self.register_buffer('removed', torch.zeros((), dtype=torch.long))  # FakeLN: how many of its norms are gone
+        self.register_buffer('gate', torch.ones(()))                       # TaperNorm's global gate g: set_gate
+        self.register_buffer('removed', torch.zeros((), dtype=torch.long))  # FakeLN's norms gone so far: remove_norms
         self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))  # steps in s_ema so far
         self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
@@ -349,24 +349,23 @@ class GPT(nn.Module):
         s = per_token_scale(h, self.config.norm, self.config.norm_eps)  # (B, T); the RMS when norm='none'
         if self.training and self.collecting_s:
             self.s_acc += torch.stack([s.detach().sum(), s.new_tensor(s.numel())])
-        loss, anchor = ce, torch.zeros((), device=idx.device)
+        anchor = torch.zeros((), device=idx.device)          # the scale term: §6's anchor, FakeLN's aux loss
         if self.anchoring:                                    # off until s_tgt is frozen (a fixed target: always on)
             anchor = self.config.anchor_lambda * (s - self.s_tgt).pow(2).mean()
         if self.config.fakeln_aux > 0:  # FakeLN's aux loss: s held near this batch's mean, wherever that goes (§11)
             counted = ((idx != EOT) & (pos > 0)).to(s.dtype)  # (B, T): the target leaves out EOT and position 0
             target = (s.detach() * counted).sum() / counted.sum().clamp(min=1)
             anchor = anchor + self.config.fakeln_aux * (s - target).pow(2).mean()
-        if self.anchoring or self.config.fakeln_aux > 0:
-            loss = ce + anchor  # (never ce + a constant zero: torch 2.13's compile drops the grad of that sum)
+        scaled = self.anchoring or self.config.fakeln_aux > 0
+        loss = ce + anchor if scaled else ce  # (never ce + a constant zero: torch 2.13's compile drops that sum's grad)
         parts = dict(ce=ce.detach(), anchor=anchor.detach(), s=s.detach().mean(),
                      logit_norm=logits.detach().float().norm(dim=-1).mean())
         return logits, loss, parts
 
     # ------------------------------------------------------------------------------------------
-    # The removal as a state machine (§3, §4, §6, §11). Two buffers say where a run stands, so checkpoints carry it:
-    # TaperNorm's gate g, or FakeLN's count of norms removed. It passes through three phases,
-    #     'whole' (g = 1, none removed)  ->  'going' (0 < g < 1, some)  ->  'gone' (g = 0, all),
-    # and everything Python-side follows from the phase: what each norm computes, what is still collected.
+    # The removal as a state machine (§3, §4, §6, §11): TaperNorm's gate g, or FakeLN's count of norms removed
+    # (buffers, so checkpoints carry them), gives the phase: 'whole' (g = 1, none) -> 'going' (0 < g < 1, some) ->
+    # 'gone' (g = 0, all). Everything Python-side follows from it: what each norm computes, what is still collected.
 
     def set_gate(self, g):
         """TaperNorm's global gate (§4): every tapering norm computes g * N(h) + (1 - g) * L(h)."""
@@ -392,9 +391,11 @@ class GPT(nn.Module):
         return 'whole' if g == 1.0 else 'gone' if g == 0.0 else 'going'
 
     def apply_phase(self):
-        """Set the Python-side state that follows from the phase. c follows its statistics until the norms are gone
-        (follow_c=False, the paper's rule: only while they are whole) and is frozen from there (§3); the EMA of s
-        follows with it; a calibrated anchor pulls once its s_tgt is frozen, as the norms start to go (§6)."""
+        """The Python-side state, from the phase:      'whole'      'going'                          'gone'
+              a TaperNorm computes (mode)              N(h)         the blend                        L(h)
+              c and the EMA of s (collecting)          follow       follow (follow_c=False: frozen)  frozen (§3)
+              a calibrated anchor (anchoring)          off          on: s_tgt frozen                 on (§6)
+        FakeLN: its first `removed` norms compute L(h), the rest N(h); a norm's divisor follows only if 'ema'."""
         phase = self.phase()
         if phase != 'whole' and self.config.gated and int(self.ema_steps) == 0:
             raise RuntimeError("the norms can go only after update_calibration() has taken a step's statistics")
@@ -447,21 +448,19 @@ class GPT(nn.Module):
         squares = {m: [] for m in norms}  # each norm's s(h)^2 of every batch, (B, T - 1)
         hooks = [m.register_forward_pre_hook(lambda m, args: squares[m].append(
             per_token_scale(args[0][:, 1:].to(m.acc.dtype), m.kind, m.eps).pow(2))) for m in norms]
-        was_training = self.training
         self.eval()
         for idx in batches:
             self(idx)
-        self.train(was_training)
+        self.train()  # (it runs before training)
         for hook in hooks:
             hook.remove()
         for m in norms:
             m.set_divisor(torch.cat([s.flatten() for s in squares[m]]).mean().sqrt())
 
     def c_frozen(self):
-        """Every tapering norm's c is frozen: once the norms are gone, under the paper's rule once they start to go
-        (held FakeLN: always)."""
+        """No c and no EMA of s follows the stream now: once the norms are gone (the paper's rule: once they go)."""
         norms = self.taper_norms()
-        return bool(norms) and not any(m.collecting for m in norms)
+        return bool(norms) and not self.collecting_s and not any(m.collecting for m in norms)
 
     def s_mean(self):
         """The EMA of s, bias-corrected: the anchor's s_tgt while the norms are whole (§6); once collecting stops, s as
@@ -488,7 +487,6 @@ class GPT(nn.Module):
             step_input = next_token
         return idx
 
-
     # ------------------------------------------------------------------------------------------
     # Plumbing: the optimizer, and weights from elsewhere
 
@@ -512,9 +510,8 @@ class GPT(nn.Module):
     def from_checkpoint(cls, ckpt):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
         args = dict(ckpt['model_args'])
-        args.setdefault('fakeln_divisor', 'ema')  # written before FakeLN measured its divisor: it followed an EMA
         state = ckpt['model']
-        if args.get('removal') != 'fakeln':  # written before FakeLN counted its removals (FakeLN's are refused)
+        if args.get('removal') != 'fakeln':  # written before FakeLN counted its removals (a FakeLN one: refused)
             state = {'removed': torch.zeros((), dtype=torch.long), **state}
         model = cls(GPTConfig(**args))
         model.load_state_dict(state)  # strict: a missing, unexpected or misshapen tensor raises, naming it

@@ -56,7 +56,7 @@ class TrainConfig:
     taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
     removal: str = 'taper'               # how they go: 'taper' (one cosine gate) or 'fakeln' (one at a time, §11)
     anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
-    anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen as the gate leaves 1
+    anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen as the norms start to go
     follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
     fakeln_divisor: str = 'heldout'      # FakeLN's: measured on held-out tokens, then held (theirs) | 'ema': followed
     fakeln_aux: float = 0.0              # weight of FakeLN's auxiliary loss (§11), on from the first step; 0 off
@@ -72,7 +72,7 @@ class TrainConfig:
     lr_decay_iters: int | None = None    # iteration where the cosine reaches min_lr; None: max_iters
     min_lr: float = 6e-5                 # the floor of the cosine
     # the gate (METHOD.md §4): 1 through taper_start, a half cosine down to 0 at taper_end (FakeLN: a staircase)
-    taper_start: int | None = None       # the last step at g = 1; None: the end of the lr warmup
+    taper_start: int | None = None       # the last step at g = 1; None: the end of the lr warmup (0 if not decay_lr)
     taper_end: int | None = None         # where the gate reaches 0; None: half-way through the steps after taper_start
     # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -158,11 +158,11 @@ def train(cfg):
             print(warning)
             write_log(dict(kind='warning', text=warning))
 
-    # The loop: iteration k sets the gate g(k) (FakeLN: the norms removed by k) and the lr of step k, takes the step,
-    # and folds its statistics into c; the model's phase decides what every norm computes and collects. So c holds the
-    # statistics of every step before the first at g = 0 (the paper's rule: through taper_start), gamma_t and s_tgt
-    # those through taper_start (FakeLN: a norm's gamma_t, and its EMA divisor, up to its removal; s_tgt up to the
-    # first). Evaluations and checkpoints happen between steps (a checkpoint at k holds g(k)); timings leave them out.
+    # The loop. Iteration k sets g(k) (FakeLN: the norms removed by k) and the lr, takes step k and folds its
+    # statistics into c; evaluations and checkpoints come between steps (a checkpoint at k holds g(k)), out of the
+    # timings. So, at the edges:
+    #   c holds the statistics of every step before the first at g = 0 (the paper's rule: through taper_start);
+    #   gamma_t and s_tgt those through taper_start (FakeLN: a norm's, and its EMA divisor, up to its removal).
     summary = dict(evals=[])
     t_start = time.time()
     t_log = time.time()  # the log line's means cover the iterations from iter_log on, timed from t_log
@@ -290,14 +290,11 @@ def schedule_warning(cfg):
     steps = cfg.taper_end - cfg.taper_start
     follow = round(1 / (1 - model_config(cfg).ema_decay))  # the model's decay: 100 steps
     if cfg.taper == 'off' or cfg.removal != 'taper' or not cfg.follow_c or steps >= follow:
-        return None
+        return None  # (FakeLN switches each norm at once; with follow_c=False, c is frozen before the gate moves)
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
             f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
             f"maps run away; train longer (max_iters >= {cfg.taper_start + 2 * follow}, with taper_end left out: the "
             f"taper then takes half the steps after taper_start), or set them {follow} or more steps apart")
-
-
-RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
 
 
 def step_seed(seed, rank, it):
@@ -325,6 +322,9 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
         out[split] = losses.mean().item()
     model.train()
     return out
+
+
+RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
 
 
 def log_line(rec, max_iters):

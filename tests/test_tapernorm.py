@@ -90,6 +90,12 @@ def test_the_phase_decides_what_every_norm_computes_and_collects_for_either_remo
         assert f.phase() == phase and f.gate.item() == 1.0
         assert [tn.mode for tn in f.taper_norms()] == ['linear'] * k + ['norm'] * (4 - k)
         assert [tn.collecting for tn in f.taper_norms()] == [False] * k + [True] * (4 - k)
+    held = calibrated(tiny(removal='fakeln', follow_c=follow_c))      # divisors held: no norm ever collects,
+    held.remove_norms(1)
+    assert not any(tn.collecting for tn in held.taper_norms())
+    assert held.c_frozen() == (not follow_c)                            # but s follows until the norms are gone
+    held.remove_norms(4)
+    assert held.c_frozen() and not held.collecting_s
     with pytest.raises(ValueError, match='remove_norms'):
         f.set_gate(0.5)                                                 # a FakeLN model has no gate
     with pytest.raises(ValueError, match=r'0 <= k <= 4'):
