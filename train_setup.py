@@ -1,7 +1,6 @@
 """What train.py needs around its loop, the plumbing of a run: the keys that make its model, the refusals of settings
 that cannot run, the config a resume or a fine-tune starts from, the processes under torchrun, the data, the model
-it starts from (fresh, GPT-2's, a fine-tune's source, or a resumed checkpoint) and the log. train.py reads as the
-method; this file is what any such training script needs.
+it starts from and the log. train.py reads as the method; this file is what any such training script needs.
 """
 import json
 import math
