@@ -31,12 +31,10 @@ def model_config(cfg, vocab_size=GPTConfig.vocab_size):
 def validate(cfg):
     """Refuse settings that cannot run, naming the key and the fix."""
     for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
-                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    for key in ('max_iters', 'warmup_iters', 'threads'):  # threads=0 is torch's default
-        if getattr(cfg, key) < 0:
-            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 0")
+                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd', 'max_iters', 'warmup_iters', 'threads'):
+        least = 0 if key in ('max_iters', 'warmup_iters', 'threads') else 1  # threads=0 is torch's default
+        if getattr(cfg, key) < least:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be >= {least}")
     training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
     if training and cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
         raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (left out: max_iters) must exceed warmup_iters="
