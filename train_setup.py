@@ -160,8 +160,6 @@ def finetune_model(cfg, data_dir, override):
     source, ckpt = load_model(cfg.init_from)
     args, vocab_size = source.config, read_vocab_size(data_dir)
     changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
-    same_vocabulary = args.vocab_size == vocab_size or {args.vocab_size, vocab_size} == {50257, 50304}  # GPT-2's
-    overwrites_itself = os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt'))
     refusal = None
     if args.folded:
         refusal = "it holds a folded model: fine-tune the checkpoint it was folded from"
@@ -172,10 +170,10 @@ def finetune_model(cfg, data_dir, override):
         refusal = (f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
                    f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's shape "
                    "and norm (drop those keys, or train from scratch)")
-    elif not same_vocabulary:
+    elif args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304}:  # GPT-2's, padded or not
         refusal = (f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune "
                    "on data in the model's own vocabulary")
-    elif overwrites_itself:
+    elif os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')):
         refusal = "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir"
     if refusal:
         raise UserError(f"init_from={cfg.init_from}: {refusal}")
