@@ -72,8 +72,7 @@ def fold_model(model):
         sd[f'{linear_name}.weight'] = W
         if b is not None:
             sd[f'{linear_name}.bias'] = b
-        for key in [k for k in sd if k.startswith(norm_name + '.')]:
-            del sd[key]
+        sd = {k: v for k, v in sd.items() if not k.startswith(norm_name + '.')}  # the norm's tensors go
     p = next(model.parameters())
     folded = GPT(replace(model.config, folded=True)).to(device=p.device, dtype=p.dtype)
     folded.load_state_dict(sd)         # strict: every folded tensor lands in a slot, none is left over
