@@ -89,9 +89,8 @@ def main(cfg):
     model.eval()
     if cfg.compile:
         model.compile()  # compiles forward in place, so generate() calls the compiled graph
-    c = model.config
-    print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={c.norm}, taper={c.taper}, "
-          f"gate={model.gate.item():.3g}, folded={c.folded}, kv cache={cfg.use_cache}")
+    print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={model.config.norm}, taper={model.config.taper}, "
+          f"gate={model.gate.item():.3g}, folded={model.config.folded}, kv cache={cfg.use_cache}")
     torch.manual_seed(cfg.seed)
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
     samples = []
