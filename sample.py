@@ -2,7 +2,6 @@
 $ python sample.py                                         # out-taper/ckpt.pt, the quick start's run
 $ python sample.py --ckpt=out-taper/ckpt_folded.pt --start="ROMEO:" --num_samples=2 --max_new_tokens=200
 $ python sample.py --out_dir=out-layernorm --start=FILE:prompt.txt --temperature=0   # greedy
-Character vocabularies come from the training set's meta.pkl; without one, the GPT-2 BPE (tiktoken) is used.
 """
 import os
 import pickle
