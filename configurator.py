@@ -1,5 +1,4 @@
 """Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
-  $ python train.py config/taper.py --batch_size=32 --compile
 A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
 to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
 command line, and each value must fit its field's type (an int is fine for a float).
