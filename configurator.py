@@ -99,8 +99,7 @@ def usage(cls):
 
 
 def run_main(main, cls, base=None):
-    """`python script.py [config.py] [--key=value]`: parse_config, then main(cfg). A UserError anywhere ends the
-    run with its one line; Ctrl-C with one line too."""
+    """`python script.py [config.py] [--key=value]` runs main(cfg); a UserError or Ctrl-C ends the run in one line."""
     try:
         return main(parse_config(cls, sys.argv[1:], base))
     except UserError as e:
