@@ -2,7 +2,6 @@
 A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
 to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
 command line, and each value must fit its field's type (an int is fine for a float).
-Every mistake a user can make is a UserError, which run_main prints as one line, `error: ...`.
 """
 import ast
 import dataclasses
@@ -16,7 +15,7 @@ import typing
 
 
 class UserError(Exception):
-    """Bad input (config, data, checkpoint, option): printed as one line, never as a Traceback."""
+    """Every bad input (config, data, checkpoint, option): printed as one line, `error: ...`, never as a Traceback."""
 
 
 def coerce(key, value, typ, source):
