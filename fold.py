@@ -95,11 +95,10 @@ def main(cfg):
     # the check: both models on the same tokens, the start of the run's val.bin if it is here, else random ones
     T, val = model.config.block_size, os.path.join(run_data_dir(ckpt), 'val.bin')
     if os.path.isfile(val) and os.path.getsize(val) >= 2 * cfg.batch_size * T:  # uint16: 2 bytes a token
-        x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)), val
+        x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)).view(-1, T), val
     else:
         gen = torch.Generator().manual_seed(cfg.seed)
-        x, source = torch.randint(model.config.vocab_size, (cfg.batch_size * T,), generator=gen), "random tokens"
-    x = x.view(cfg.batch_size, T)
+        x, source = torch.randint(model.config.vocab_size, (cfg.batch_size, T), generator=gen), "random tokens"
     x, y = x[:, :-1], x[:, 1:].contiguous()                            # inputs and next-token targets
     logits, _, parts = model(x, y)
     logits_f, _, parts_f = folded(x, y)
