@@ -56,8 +56,7 @@ def fold_refusal(model):
 @torch.no_grad()
 def fold_model(model):
     """A new GPT (config folded=True) computing what the g = 0 model computes, with no norm in its blocks."""
-    reason = fold_refusal(model)
-    if reason:
+    if reason := fold_refusal(model):
         raise ValueError(f"cannot fold: {reason}")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     folds = [(f'transformer.h.{i}.{ln}', getattr(block, ln), f'transformer.h.{i}.{linear}')

@@ -52,8 +52,7 @@ def load_codec(ckpt):
             stoi, itos = meta['stoi'], meta['itos']
 
             def encode(text):
-                unknown = sorted(set(text) - set(stoi))
-                if unknown:
+                if unknown := sorted(set(text) - set(stoi)):
                     raise UserError(f"the prompt holds characters outside the {len(stoi)}-character vocabulary "
                                     f"of {path}: {', '.join(repr(ch) for ch in unknown)}")
                 return [stoi[ch] for ch in text]
