@@ -11,7 +11,6 @@ from dataclasses import asdict, fields, replace
 
 import numpy as np
 import torch
-from torch.distributed import init_process_group
 
 from checkpoint import load_checkpoint, load_gpt2, load_model
 from configurator import UserError
@@ -85,7 +84,7 @@ def setup_processes(cfg):
     """(ddp, rank, world_size, device): one process per GPU under torchrun (CPU processes without GPUs), else one."""
     if int(os.environ.get('RANK', -1)) == -1:
         return False, 0, 1, pick_device(cfg.device)
-    init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')
+    torch.distributed.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
     if device != 'cpu':
