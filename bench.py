@@ -9,8 +9,7 @@ Modes: 'last' the logits of the last position after one forward over a prompt (t
 $ python bench.py                  # the paper's benchmark model (random weights: time depends on the shape alone)
 $ python bench.py --vocab_size=50304 --n_embd=384 --n_head=6   # GPT-2's vocabulary instead: the output layer dominates
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
-time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs), a
-ratio one of minima. One JSON record holds every figure: the last line printed, or the file --out names.
+time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs).
 """
 import json
 import os

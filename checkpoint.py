@@ -36,8 +36,7 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
             warnings.simplefilter('ignore')
             ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except Exception as e:  # torch.load raises many types; each means a file we cannot use
-        code = re.search(r'GLOBAL (\S+)', str(e))  # weights_only refused to import a Python object
-        if code:
+        if code := re.search(r'GLOBAL (\S+)', str(e)):  # weights_only refused to import a Python object
             raise UserError(f"{path} holds a {code.group(1)} object, which only code could rebuild: nanotaper "
                             "checkpoints hold tensors and plain dicts, so this file is not ours and not safe to load")
         raise UserError(f"{path} is not a readable torch checkpoint (truncated or another format: "
@@ -45,8 +44,7 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
     if not isinstance(ckpt, dict) or ckpt.get('kind') != KIND:
         raise UserError(f"{path} is not a nanotaper checkpoint (no kind={KIND!r} entry): this project reads only "
                         "the checkpoints its train.py and fold.py write")
-    missing = [k for k in need if k not in ckpt]
-    if missing:
+    if missing := [k for k in need if k not in ckpt]:
         what = "a folded model has no optimizer state to resume" if 'optimizer' in missing else "incomplete"
         raise UserError(f"{path} lacks {', '.join(missing)} ({what})")
     return ckpt
@@ -66,8 +64,7 @@ def load_model(path, device='cpu', need=('model_args', 'model')):
     except (TypeError, ValueError, RuntimeError) as e:  # bad model_args; missing, unexpected or misshapen weights
         why = ' '.join(str(e).split())[:400] or type(e).__name__  # load_state_dict's message spans lines
         raise UserError(f"{path} does not hold a model this code can build: {why}") from None
-    broken = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
-    if broken:
+    if broken := [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]:
         raise UserError(f"{path} holds weights that are not finite (nan or inf, {broken[0]} among them): the run "
                         "that wrote it diverged; train it again (a lower --learning_rate, or a later --taper_start)")
     return model.to(device), ckpt

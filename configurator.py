@@ -1,9 +1,7 @@
 """Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
-  $ python train.py config/taper.py --batch_size=32 --compile
 A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
 to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
 command line, and each value must fit its field's type (an int is fine for a float).
-Every mistake a user can make is a UserError, which run_main prints as one line, `error: ...`.
 """
 import ast
 import dataclasses
@@ -17,7 +15,7 @@ import typing
 
 
 class UserError(Exception):
-    """Bad input (config, data, checkpoint, option): printed as one line, never as a Traceback."""
+    """Every bad input (config, data, checkpoint, option): printed as one line, `error: ...`, never as a Traceback."""
 
 
 def coerce(key, value, typ, source):
@@ -100,8 +98,7 @@ def usage(cls):
 
 
 def run_main(main, cls, base=None):
-    """`python script.py [config.py] [--key=value]`: parse_config, then main(cfg). A UserError anywhere ends the
-    run with its one line; Ctrl-C with one line too."""
+    """`python script.py [config.py] [--key=value]` runs main(cfg); a UserError or Ctrl-C ends the run in one line."""
     try:
         return main(parse_config(cls, sys.argv[1:], base))
     except UserError as e:

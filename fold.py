@@ -56,8 +56,7 @@ def fold_refusal(model):
 @torch.no_grad()
 def fold_model(model):
     """A new GPT (config folded=True) computing what the g = 0 model computes, with no norm in its blocks."""
-    reason = fold_refusal(model)
-    if reason:
+    if reason := fold_refusal(model):
         raise ValueError(f"cannot fold: {reason}")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     folds = [(f'transformer.h.{i}.{ln}', getattr(block, ln), f'transformer.h.{i}.{linear}')
@@ -72,8 +71,7 @@ def fold_model(model):
         sd[f'{linear_name}.weight'] = W
         if b is not None:
             sd[f'{linear_name}.bias'] = b
-        for key in [k for k in sd if k.startswith(norm_name + '.')]:
-            del sd[key]
+        sd = {k: v for k, v in sd.items() if not k.startswith(norm_name + '.')}  # the norm's tensors go
     p = next(model.parameters())
     folded = GPT(replace(model.config, folded=True)).to(device=p.device, dtype=p.dtype)
     folded.load_state_dict(sd)         # strict: every folded tensor lands in a slot, none is left over
@@ -96,11 +94,10 @@ def main(cfg):
     # the check: both models on the same tokens, the start of the run's val.bin if it is here, else random ones
     T, val = model.config.block_size, os.path.join(run_data_dir(ckpt), 'val.bin')
     if os.path.isfile(val) and os.path.getsize(val) >= 2 * cfg.batch_size * T:  # uint16: 2 bytes a token
-        x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)), val
+        x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)).view(-1, T), val
     else:
         gen = torch.Generator().manual_seed(cfg.seed)
-        x, source = torch.randint(model.config.vocab_size, (cfg.batch_size * T,), generator=gen), "random tokens"
-    x = x.view(cfg.batch_size, T)
+        x, source = torch.randint(model.config.vocab_size, (cfg.batch_size, T), generator=gen), "random tokens"
     x, y = x[:, :-1], x[:, 1:].contiguous()                            # inputs and next-token targets
     logits, _, parts = model(x, y)
     logits_f, _, parts_f = folded(x, y)

@@ -54,10 +54,8 @@ def device_name(device):
 
 def git_commit():
     """The checkout's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
-    def git(*args):
-        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    try:
-        head = git('rev-parse', '--short', 'HEAD')
-        return head + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '') if head else 'unknown'
+    try:  # describe names the commit by its short hash (with every tag excluded), and marks a dirty checkout
+        return subprocess.run(['git', 'describe', '--always', '--dirty', '--exclude=*'], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip() or 'unknown'
     except OSError:
         return 'unknown'

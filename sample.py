@@ -2,7 +2,6 @@
 $ python sample.py                                         # out-taper/ckpt.pt, the quick start's run
 $ python sample.py --ckpt=out-taper/ckpt_folded.pt --start="ROMEO:" --num_samples=2 --max_new_tokens=200
 $ python sample.py --out_dir=out-layernorm --start=FILE:prompt.txt --temperature=0   # greedy
-Character vocabularies come from the training set's meta.pkl; without one, the GPT-2 BPE (tiktoken) is used.
 """
 import os
 import pickle
@@ -53,8 +52,7 @@ def load_codec(ckpt):
             stoi, itos = meta['stoi'], meta['itos']
 
             def encode(text):
-                unknown = sorted(set(text) - set(stoi))
-                if unknown:
+                if unknown := sorted(set(text) - set(stoi)):
                     raise UserError(f"the prompt holds characters outside the {len(stoi)}-character vocabulary "
                                     f"of {path}: {', '.join(repr(ch) for ch in unknown)}")
                 return [stoi[ch] for ch in text]
@@ -89,9 +87,8 @@ def main(cfg):
     model.eval()
     if cfg.compile:
         model.compile()  # compiles forward in place, so generate() calls the compiled graph
-    c = model.config
-    print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={c.norm}, taper={c.taper}, "
-          f"gate={model.gate.item():.3g}, folded={c.folded}, kv cache={cfg.use_cache}")
+    print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={model.config.norm}, taper={model.config.taper}, "
+          f"gate={model.gate.item():.3g}, folded={model.config.folded}, kv cache={cfg.use_cache}")
     torch.manual_seed(cfg.seed)
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
     samples = []

@@ -1,7 +1,6 @@
 """What train.py needs around its loop, the plumbing of a run: the keys that make its model, the refusals of settings
 that cannot run, the config a resume or a fine-tune starts from, the processes under torchrun, the data, the model
-it starts from (fresh, GPT-2's, a fine-tune's source, or a resumed checkpoint) and the log. train.py reads as the
-method; this file is what any such training script needs.
+it starts from and the log. train.py reads as the method; this file is what any such training script needs.
 """
 import json
 import math
@@ -12,7 +11,6 @@ from dataclasses import asdict, fields, replace
 
 import numpy as np
 import torch
-from torch.distributed import init_process_group
 
 from checkpoint import load_checkpoint, load_gpt2, load_model
 from configurator import UserError
@@ -32,12 +30,10 @@ def model_config(cfg, vocab_size=GPTConfig.vocab_size):
 def validate(cfg):
     """Refuse settings that cannot run, naming the key and the fix."""
     for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
-                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd'):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 1")
-    for key in ('max_iters', 'warmup_iters', 'threads'):  # threads=0 is torch's default
-        if getattr(cfg, key) < 0:
-            raise ValueError(f"{key}={getattr(cfg, key)} must be >= 0")
+                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd', 'max_iters', 'warmup_iters', 'threads'):
+        least = 0 if key in ('max_iters', 'warmup_iters', 'threads') else 1  # threads=0 is torch's default
+        if getattr(cfg, key) < least:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be >= {least}")
     training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
     if training and cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
         raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (left out: max_iters) must exceed warmup_iters="
@@ -88,7 +84,7 @@ def setup_processes(cfg):
     """(ddp, rank, world_size, device): one process per GPU under torchrun (CPU processes without GPUs), else one."""
     if int(os.environ.get('RANK', -1)) == -1:
         return False, 0, 1, pick_device(cfg.device)
-    init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')
+    torch.distributed.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
     if device != 'cpu':
@@ -163,8 +159,6 @@ def finetune_model(cfg, data_dir, override):
     source, ckpt = load_model(cfg.init_from)
     args, vocab_size = source.config, read_vocab_size(data_dir)
     changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
-    same_vocabulary = args.vocab_size == vocab_size or {args.vocab_size, vocab_size} == {50257, 50304}  # GPT-2's
-    overwrites_itself = os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt'))
     refusal = None
     if args.folded:
         refusal = "it holds a folded model: fine-tune the checkpoint it was folded from"
@@ -175,10 +169,10 @@ def finetune_model(cfg, data_dir, override):
         refusal = (f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
                    f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's shape "
                    "and norm (drop those keys, or train from scratch)")
-    elif not same_vocabulary:
+    elif args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304}:  # GPT-2's, padded or not
         refusal = (f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune "
                    "on data in the model's own vocabulary")
-    elif overwrites_itself:
+    elif os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')):
         refusal = "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir"
     if refusal:
         raise UserError(f"init_from={cfg.init_from}: {refusal}")
