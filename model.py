@@ -279,8 +279,7 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config, final_tapered),
         ))
-        # Folding a tapered ln_f scales lm_head's columns, so a folded All-Taper model has its own
-        # lm_head (untied from wte), with a bias when beta was folded into it.
+        # a folded ln_f scales lm_head's columns (its beta gives lm_head a bias): that lm_head is untied from wte
         head_folded = config.folded and final_tapered
         head_bias = head_folded and config.norm == 'layernorm' and config.bias
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=head_bias)
@@ -289,7 +288,8 @@ class GPT(nn.Module):
 
         # Run state, all in buffers so checkpoints carry it and torch.compile sees tensors, not floats.
         self.register_buffer('gate', torch.ones(()))                       # TaperNorm's global gate g: set_gate
-        self.register_buffer('removed', torch.zeros((), dtype=torch.long))  # FakeLN's norms gone so far: remove_norms
+        if config.removal == 'fakeln':
+            self.register_buffer('removed', torch.zeros((), dtype=torch.long))  # FakeLN's norms gone: remove_norms
         self.register_buffer('ema_steps', torch.zeros((), dtype=torch.long))  # steps in s_ema so far
         self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
@@ -402,10 +402,9 @@ class GPT(nn.Module):
         c_follows = phase != 'gone' if self.config.follow_c else phase == 'whole'
         self.collecting_s = self.config.gated and c_follows
         self.anchoring = self.config.anchor_lambda > 0 and (not self.config.anchor_from_ema or phase != 'whole')
-        removed = int(self.removed)
         for i, m in enumerate(self.taper_norms()):
             if isinstance(m, FakeLN):  # switched, never blended: whole until its own removal
-                m.mode = 'linear' if i < removed else 'norm'
+                m.mode = 'linear' if i < int(self.removed) else 'norm'
                 m.collecting = m.mode == 'norm' and self.config.fakeln_divisor == 'ema'  # (else its divisor is held)
             else:
                 m.mode = {'whole': 'norm', 'going': 'blend', 'gone': 'linear'}[phase]
@@ -487,9 +486,6 @@ class GPT(nn.Module):
             step_input = next_token
         return idx
 
-    # ------------------------------------------------------------------------------------------
-    # Plumbing: the optimizer, and weights from elsewhere
-
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on matrices only, never on gamma, gamma_t, beta or other biases (all 1-d)."""
         params = [p for p in self.parameters() if p.requires_grad]
@@ -510,11 +506,8 @@ class GPT(nn.Module):
     def from_checkpoint(cls, ckpt):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
         args = dict(ckpt['model_args'])
-        state = ckpt['model']
-        if args.get('removal') != 'fakeln':  # written before FakeLN counted its removals (a FakeLN one: refused)
-            state = {'removed': torch.zeros((), dtype=torch.long), **state}
         model = cls(GPTConfig(**args))
-        model.load_state_dict(state)  # strict: a missing, unexpected or misshapen tensor raises, naming it
+        model.load_state_dict(ckpt['model'])  # strict: a missing, unexpected or misshapen tensor raises, naming it
         return model
 
 

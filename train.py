@@ -137,9 +137,9 @@ def train(cfg):
     raw_model = model  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
     gptconf = model.config
     if master:
+        source_note = f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})" if source else ""
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
-              f"removal={gptconf.removal}" + (f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})"
-                                              if source else ""))
+              f"removal={gptconf.removal}{source_note}")
     n_norms = len(raw_model.taper_norms())  # the norms that go
     if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, n_norms + 4)
