@@ -5,8 +5,7 @@ runs: the training loop drives it through
     set_gate(g)           TaperNorm's one global gate g in [0, 1] (§4)        or, for FakeLN (§11),
     remove_norms(k)       the first k of its norms replaced by their linear maps, the rest whole
     update_calibration()  once per optimizer step: every norm's statistics into its EMAs and c, the anchor's s_tgt
-and the forward pass, which returns logits, the loss and its parts. Where a run stands is one of three phases
-(GPT.phase): the norms whole (g = 1), going, or gone (g = 0); everything Python-side follows from it (apply_phase).
+and the forward pass (logits, the loss and its parts). The rest follows from the phase: the norms whole, going, gone.
 """
 import math
 from dataclasses import dataclass
@@ -16,9 +15,6 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
 
-NORMS = ('layernorm', 'rmsnorm', 'none')
-TAPERS = ('off', 'internal', 'all')
-REMOVALS = ('taper', 'fakeln')
 FAKELN_DECAY = 0.9  # FakeLN's EMA momentum (their code's), applied per optimizer step rather than per forward
 EOT = 50256         # GPT-2's end-of-text token: FakeLN's aux loss leaves it out of its target (§11)
 
@@ -46,11 +42,11 @@ class GPTConfig:
     folded: bool = False        # tapered norms were folded into the next Linear (§7)
 
     def __post_init__(self):
-        for key, value, allowed in (('norm', self.norm, NORMS), ('taper', self.taper, TAPERS),
-                                    ('removal', self.removal, REMOVALS), ('gelu', self.gelu, ('none', 'tanh')),
-                                    ('fakeln_divisor', self.fakeln_divisor, ('heldout', 'ema'))):
-            if value not in allowed:
-                raise ValueError(f"{key}={value!r} is not one of {allowed}")
+        for key, allowed in (('norm', ('layernorm', 'rmsnorm', 'none')), ('taper', ('off', 'internal', 'all')),
+                             ('removal', ('taper', 'fakeln')), ('gelu', ('none', 'tanh')),
+                             ('fakeln_divisor', ('heldout', 'ema'))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {allowed}")
         tapers = self.taper != 'off'
         if self.removal == 'fakeln' and not tapers:
             raise ValueError("removal='fakeln' removes the norms that taper selects: set taper='internal' or 'all'")

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -94,8 +95,7 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# The run: set-up, then the loop (the plumbing, refusals and resume are in train_setup.py); the schedules
-# and what it reports follow
+# The run: set-up (its plumbing, refusals and resume in train_setup.py), then the loop; the schedules follow it
 
 def train(cfg):
     """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate and phase, wall time)."""
@@ -105,7 +105,6 @@ def train(cfg):
     dtype = pick_dtype(cfg.dtype, device)
     ctx = autocast(device, dtype)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    threads_before = torch.get_num_threads()  # given back at the end to a caller in the same process (a test)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # the order of float sums, so a CPU run's last digits, depends on it
     if master:
@@ -250,7 +249,6 @@ def train(cfg):
         destroy_process_group()
     summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(), phase=raw_model.phase(),
                    wall_s=wall_s)
-    torch.set_num_threads(threads_before)
     return summary
 
 
@@ -292,9 +290,8 @@ def schedule_warning(cfg):
     if cfg.taper == 'off' or cfg.removal != 'taper' or not cfg.follow_c or steps >= follow:
         return None  # (FakeLN switches each norm at once; with follow_c=False, c is frozen before the gate moves)
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
-            f"fewer than the {follow} over which c follows its statistics, so c may lag the stream and the linear "
-            f"maps run away; train longer (max_iters >= {cfg.taper_start + 2 * follow}, with taper_end left out: the "
-            f"taper then takes half the steps after taper_start), or set them {follow} or more steps apart")
+            f"fewer than the {follow} that c's statistics average over, so c may lag and L(h) run away; train longer "
+            f"(max_iters >= {cfg.taper_start + 2 * follow}, taper_end left out), or set them {follow} or more steps apart")
 
 
 def step_seed(seed, rank, it):
@@ -328,11 +325,10 @@ RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the s
 
 
 def log_line(rec, max_iters):
-    eta = round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1))  # at the current pace, evaluations aside
+    eta = timedelta(seconds=round(rec['ms'] / 1000 * (max_iters - rec['iter'] - 1)))  # at this pace, evals aside
     line = (f"iter {rec['iter']:>{len(str(max_iters))}}/{max_iters} | loss {rec['loss']:.4f} | ce {rec['ce']:.4f} | "
             f"anchor {rec['anchor']:.4f} | gate {rec['gate']:.3f} | lr {rec['lr']:.2e} | {rec['ms']:.1f} ms/iter | "
-            f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f} | eta {eta // 3600}:{eta // 60 % 60:02}:"
-            f"{eta % 60:02}")
+            f"s {rec['s']:.3f} | logit norm {rec['logit_norm']:.2f} | eta {eta}")
     if 'removed' in rec:  # FakeLN: its norms go one at a time, the gate stays 1
         line += f" | removed {rec['removed']}"
     if rec.get('s_drift', 0.0) > RUNAWAY:

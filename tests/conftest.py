@@ -17,6 +17,15 @@ def pytest_configure(config):
     config.addinivalue_line('filterwarnings', 'ignore:`torch.jit.script_method` is deprecated:DeprecationWarning')
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """train.py and bench.py set torch's thread count for their process, as scripts: each test gets its own back."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def shakespeare_path():
     for path in (os.path.join(SHARED, 'data', 'tinyshakespeare.txt'),
                  os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt')):
