@@ -291,7 +291,7 @@ def schedule_warning(cfg):
         return None  # (FakeLN switches each norm at once; with follow_c=False, c is frozen before the gate moves)
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "
             f"fewer than the {follow} that c's statistics average over, so c may lag and L(h) run away; train longer "
-            f"(max_iters >= {cfg.taper_start + 2 * follow}, taper_end left out), or set them {follow} or more steps apart")
+            f"(max_iters >= {cfg.taper_start + 2 * follow}, taper_end left out), or set them {follow}+ steps apart")
 
 
 def step_seed(seed, rank, it):
