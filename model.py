@@ -102,16 +102,14 @@ class Norm(nn.Module):
 
 
 class TaperNorm(Norm):
-    """
-    §2: y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t              (RMS)
-                                             L(h) = c * (h - mu) * gamma_t + beta  (LayerNorm; beta shared)
+    """§2: y = g * N(h) + (1 - g) * L(h)  with  L(h) = c * h * gamma_t              (RMS)
+                                                L(h) = c * (h - mu) * gamma_t + beta  (LayerNorm; beta shared)
     The mode is a Python value that follows the model's phase (GPT.apply_phase), so each of three graphs is its own:
       'norm'   g = 1: exactly N(h); gamma_t gets no gradient (it follows gamma, §3).
       'blend'  0 < g < 1: the convex mix; gamma_t trains.
       'linear' g = 0: L(h) alone; no per-token scale is computed and gamma gets no gradient.
     While `collecting` (while c follows the stream, GPT.apply_phase), training forwards add to acc the sums behind c*,
-    the c fitting L(h) to N(h) in least squares (§3); once per step GPT.update_calibration hands them to update.
-    """
+    the c fitting L(h) to N(h) in least squares (§3); once per step GPT.update_calibration hands them to update."""
     def __init__(self, ndim, kind, bias, eps, ema_decay):
         super().__init__(ndim, kind, bias, eps)
         self.ema_decay = ema_decay                                     # of the EMAs c is the ratio of (§3)
@@ -169,14 +167,12 @@ class TaperNorm(Norm):
 
 
 class FakeLN(TaperNorm):
-    """
-    §11, FakeLN (Baroni et al. 2025): the norm stays whole until its own removal step, then is replaced by
+    """§11, FakeLN (Baroni et al. 2025): the norm stays whole until its own removal step, then is replaced by
     L(h) = (h - mu) / sigma * gamma + beta  (RMS: h / sigma * gamma). That is TaperNorm's linear branch with
     c = 1 / sigma and gamma_t = gamma, so it folds the same way; GPT.remove_norms switches these norms one at a
     time, never blends. sigma is measured before training, through the model the run starts from, on held-out tokens
     (GPT.measure_divisors), and held (their default); fakeln_divisor='ema' (their flag) goes on from there as an
-    EMA of the batch-mean s(h), every position (theirs too, unlike the measurement), until the norm's removal.
-    """
+    EMA of the batch-mean s(h), every position (theirs too, unlike the measurement), until the norm's removal."""
     def set_divisor(self, sigma):
         """c = 1 / sigma, held in the EMAs as (1, sigma): the state the 'ema' divisor follows the stream from."""
         self.ema.copy_(torch.stack([torch.ones_like(sigma), sigma]))
@@ -318,12 +314,10 @@ class GPT(nn.Module):
         return [m for m in norms if isinstance(m, TaperNorm)]
 
     def forward(self, idx, targets=None, kv_cache=None):
-        """
-        idx (B, T) token ids. Returns (logits, loss, parts):
+        """idx (B, T) token ids. Returns (logits, loss, parts):
           with targets: logits (B, T, V); loss = CE + anchor, the scale term (§6's anchor and FakeLN's aux loss,
                         §11, as set); parts holds detached ce, anchor, s, logit_norm;
-          without:      logits of the last position (B, 1, V); loss and parts are None.
-        """
+          without:      logits of the last position (B, 1, V); loss and parts are None."""
         B, T = idx.size()
         pos0 = kv_cache.pos if kv_cache is not None else 0
         if pos0 + T > self.config.block_size:

@@ -25,6 +25,8 @@ from runtime import autocast, device_name, pick_dtype
 from train_setup import (check_finite, get_batch, init_model, model_config, open_log, prepare_data, saved_config,
                          setup_processes, validate)
 
+RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
+
 
 @dataclass
 class TrainConfig:
@@ -319,9 +321,6 @@ def estimate_loss(model, cfg, data_dir, device, ctx):
         out[split] = losses.mean().item()
     model.train()
     return out
-
-
-RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
 
 
 def log_line(rec, max_iters):

@@ -157,25 +157,25 @@ def init_model(cfg, data_dir):
 def finetune_model(cfg, data_dir, override):
     """(model, None, source): the baseline at cfg.init_from in a new run (gate 1, nothing calibrated, override's)."""
     source, ckpt = load_model(cfg.init_from)
-    args, vocab_size = source.config, read_vocab_size(data_dir)
+    args = source.config
+    vocab_size = read_vocab_size(data_dir)
     changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
-    refusal = None
+    refuse = f"init_from={cfg.init_from}: "
     if args.folded:
-        refusal = "it holds a folded model: fine-tune the checkpoint it was folded from"
-    elif args.taper != 'off':
-        refusal = (f"its model already tapers (taper={args.taper!r}): start from a baseline's checkpoint "
-                   "(taper='off'), or continue that run with --init_from=resume")
-    elif changed:
-        refusal = (f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run asks for "
-                   f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its model's shape "
-                   "and norm (drop those keys, or train from scratch)")
-    elif args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304}:  # GPT-2's, padded or not
-        refusal = (f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: fine-tune "
-                   "on data in the model's own vocabulary")
-    elif os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')):
-        refusal = "it is out_dir's own checkpoint, which this run would overwrite: give the new run another --out_dir"
-    if refusal:
-        raise UserError(f"init_from={cfg.init_from}: {refusal}")
+        raise UserError(refuse + "it holds a folded model: fine-tune the checkpoint it was folded from")
+    if args.taper != 'off':
+        raise UserError(refuse + f"its model already tapers (taper={args.taper!r}): start from a baseline's "
+                        "checkpoint (taper='off'), or continue that run with --init_from=resume")
+    if changed:
+        raise UserError(refuse + f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run "
+                        f"asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its "
+                        "model's shape and norm (drop those keys, or train from scratch)")
+    if args.vocab_size != vocab_size and {args.vocab_size, vocab_size} != {50257, 50304}:  # GPT-2's, padded or not
+        raise UserError(refuse + f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: "
+                        "fine-tune on data in the model's own vocabulary")
+    if os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')):
+        raise UserError(refuse + "it is out_dir's own checkpoint, which this run would overwrite: give the new run "
+                        "another --out_dir")
     model = GPT(replace(args, **override))
     model.load_weights(dict(source.named_parameters()))
     return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))

@@ -118,7 +118,7 @@ def test_a_control_is_its_taper_run_with_taper_off(run, control):
     assert differ <= {'taper', 'out_dir', 'wandb_run_name'} and 'out_dir' in differ
 
 
-def test_the_schedule_is_checked_only_where_something_calibrates():
+def test_the_schedule_is_checked_only_where_something_follows_the_gate():
     short = ['--max_iters=20', '--warmup_iters=2']
     with pytest.raises(UserError, match='taper_start'):
         parse_config(TrainConfig, ['--taper=internal', '--taper_start=500', '--taper_end=1250'] + short)
