@@ -67,7 +67,7 @@ class GPTConfig:
         return self.anchor_lambda > 0 and self.anchor_target is None
 
     @property
-    def gated(self):
+    def scheduled(self):
         """The schedule drives something: the norms that go (and their c), or an anchor whose s_tgt freezes."""
         return self.taper != 'off' or self.anchor_from_ema
 
@@ -180,7 +180,7 @@ class FakeLN(TaperNorm):
 
     def accumulate(self, x):
         """Sums for c = 1 / E[s(h)] in TaperNorm's slots: num = tokens (each counts 1), den = the sum of s(h). Then
-        update's c = EMA(num / tokens) / EMA(den / tokens) = 1 / EMA(mean s): its bias corrections cancel too."""
+        update's c = EMA(num / tokens) / EMA(den / tokens) = 1 / EMA(mean s), from set_divisor's (1, sigma) on."""
         scale = per_token_scale(x.detach().to(self.acc.dtype), self.kind, self.eps)  # (B, T)
         tokens = scale.new_tensor(scale.numel())
         self.acc += torch.stack([tokens, scale.sum(), tokens])
@@ -287,6 +287,7 @@ class GPT(nn.Module):
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
         self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
         # Python-side state, from the phase by apply_phase (Python values, so compile sees each regime as its graph)
+        self.g = 1.0              # the gate as set_gate got it: the float32 buffer rounds g = 1 - 1e-9 to 1
         self.collecting_s = True  # training forwards feed the EMA of s (until c freezes, §3; s_tgt's source, §6)
         self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen once the norms go, §6)
 
@@ -363,6 +364,7 @@ class GPT(nn.Module):
         if self.config.removal == 'fakeln' or not 0.0 <= g <= 1.0:
             raise ValueError(f"set_gate({g}) needs 0 <= g <= 1, and norms that taper (FakeLN's go by remove_norms)")
         self.gate.fill_(g)
+        self.g = g
         self.apply_phase()
 
     def remove_norms(self, k):
@@ -375,22 +377,20 @@ class GPT(nn.Module):
     def phase(self):
         """'whole', 'going' or 'gone': where the norms stand, from the gate (FakeLN: from the count removed)."""
         if self.config.removal == 'fakeln':
-            k = int(self.removed)
-            return 'whole' if k == 0 else 'gone' if k == len(self.taper_norms()) else 'going'
-        g = self.gate.item()
-        return 'whole' if g == 1.0 else 'gone' if g == 0.0 else 'going'
+            return 'whole' if self.removed == 0 else 'gone' if self.removed == len(self.taper_norms()) else 'going'
+        return 'whole' if self.g == 1.0 else 'gone' if self.g == 0.0 else 'going'
 
     def apply_phase(self):
         """The Python-side state, from the phase:      'whole'      'going'                          'gone'
               a TaperNorm computes (mode)              N(h)         the blend                        L(h)
               c and the EMA of s (collecting)          follow       follow (follow_c=False: frozen)  frozen (§3)
-              a calibrated anchor (anchoring)          off          on: s_tgt frozen                 on (§6)
-        FakeLN: its first `removed` norms compute L(h), the rest N(h); a norm's divisor follows only if 'ema'."""
+              the anchor (anchoring)                   off          on: s_tgt frozen                 on (§6)
+        A fixed target: always on. FakeLN: the first `removed` norms L(h), the rest N(h) (if 'ema', collect)."""
         phase = self.phase()
-        if phase != 'whole' and self.config.gated and int(self.ema_steps) == 0:
+        if phase != 'whole' and self.config.scheduled and int(self.ema_steps) == 0:
             raise RuntimeError("the norms can go only after update_calibration() has taken a step's statistics")
         c_follows = phase != 'gone' if self.config.follow_c else phase == 'whole'
-        self.collecting_s = self.config.gated and c_follows
+        self.collecting_s = self.config.scheduled and c_follows
         self.anchoring = self.config.anchor_lambda > 0 and (not self.config.anchor_from_ema or phase != 'whole')
         for i, m in enumerate(self.taper_norms()):
             if isinstance(m, FakeLN):  # switched, never blended: whole until its own removal
@@ -402,6 +402,7 @@ class GPT(nn.Module):
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.g = self.gate.item()
         self.apply_phase()  # the Python-side state follows the loaded buffers,
         self.train(self.training)  # and an eval model's c * gamma_t the loaded c and gamma_t
         return result

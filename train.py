@@ -121,8 +121,8 @@ def train(cfg):
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model, ckpt, source = init_model(cfg, data_dir)
     device_type = device.split(':')[0]
-    optimizer = model.to(device).configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                                      device_type)
+    model.to(device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     if model.config.removal == 'fakeln' and not ckpt:  # FakeLN's divisors, measured through the starting model (§11)
         gen = torch.Generator().manual_seed(cfg.seed)  # on the held-out batches that evaluation reads
@@ -162,18 +162,17 @@ def train(cfg):
     # The loop. Iteration k sets g(k) (FakeLN: the norms removed by k) and the lr, takes step k and folds its
     # statistics into c; evaluations and checkpoints come between steps (a checkpoint at k holds g(k)), out of the
     # timings. So, at the edges:
-    #   c holds the statistics of every step before the first at g = 0 (the paper's rule: through taper_start);
+    #   c holds the statistics of every step before the first at g = 0 (follow_c=False: through taper_start);
     #   gamma_t and s_tgt those through taper_start (FakeLN: a norm's, and its EMA divisor, up to its removal).
     summary = dict(evals=[])
-    t_start = time.time()
-    t_log = time.time()  # the log line's means cover the iterations from iter_log on, timed from t_log
+    t_start = t_log = time.time()  # the run's start; the log line's means cover iter_log on, timed from t_log
     iter_log = iter_num
     parts_sum = {}       # the loss parts summed over those iterations
     try:
         while True:
             if gptconf.removal == 'fakeln':
                 raw_model.remove_norms(norms_removed(iter_num, cfg.taper_start, cfg.taper_end, n_norms))
-            elif gptconf.gated:  # else g stays 1, unused
+            elif gptconf.scheduled:  # else g stays 1, unused
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
@@ -288,7 +287,7 @@ def schedule_warning(cfg):
     """A line for a run too short for the taper (METHOD.md §4), else None: c follows the stream through an EMA that
     averages over about 1 / (1 - ema_decay) = 100 steps, so a gate that closes faster leaves c behind."""
     steps = cfg.taper_end - cfg.taper_start
-    follow = round(1 / (1 - model_config(cfg).ema_decay))  # the model's decay: 100 steps
+    follow = round(1 / (1 - model_config(cfg).ema_decay))  # GPTConfig's decay (no run sets it): 100 steps
     if cfg.taper == 'off' or cfg.removal != 'taper' or not cfg.follow_c or steps >= follow:
         return None  # (FakeLN switches each norm at once; with follow_c=False, c is frozen before the gate moves)
     return (f"warning: the gate closes in {steps} steps (taper_start={cfg.taper_start} to taper_end={cfg.taper_end}), "

@@ -51,7 +51,7 @@ def validate(cfg):
                          "(init_from=<its ckpt.pt> or 'gpt2'), or set fakeln_divisor='ema'")
     start, end = cfg.taper_start, cfg.taper_end
     fits = 0 <= start < end and (end <= cfg.max_iters or not training)
-    if model_config(cfg).gated and not fits:
+    if model_config(cfg).scheduled and not fits:
         raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
                          f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or leave them out "
                          f"(then the taper starts after the warmup, warmup_iters={cfg.warmup_iters}, and takes half of "

@@ -84,6 +84,8 @@ def test_the_phase_decides_what_every_norm_computes_and_collects_for_either_remo
         assert m.phase() == phase and {tn.mode for tn in m.taper_norms()} == {mode}
         follows = phase != 'gone' if follow_c else phase == 'whole'
         assert {tn.collecting for tn in m.taper_norms()} == {follows} and m.collecting_s == follows
+    m.set_gate(1 - 1e-9)                                                # a long taper's first step: the float32
+    assert m.gate.item() == 1.0 and m.phase() == 'going'                # buffer rounds it to 1, the phase does not
     f = calibrated(tiny(removal='fakeln', fakeln_divisor='ema', follow_c=follow_c))
     for k, phase in ((0, 'whole'), (1, 'going'), (3, 'going'), (4, 'gone')):
         f.remove_norms(k)
