@@ -87,8 +87,8 @@ def main(cfg):
     model.eval()
     if cfg.compile:
         model.compile()  # compiles forward in place, so generate() calls the compiled graph
-    print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={model.config.norm}, taper={model.config.taper}, "
-          f"norms {model.phase()} (g={model.gate.item():.3g}), folded={model.config.folded}, kv cache={cfg.use_cache}")
+    print(f"{model.get_num_params() / 1e6:.2f}M parameters, norm={model.config.norm}, taper={model.config.taper} "
+          f"by {model.config.removal}, norms {model.phase()}, folded={model.config.folded}, kv cache={cfg.use_cache}")
     torch.manual_seed(cfg.seed)
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
     samples = []
