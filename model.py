@@ -412,10 +412,11 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def update_calibration(self):
-        """Once per optimizer step: this step's statistics, summed over the ranks so that every rank updates alike, go
-        to every tapering norm (TaperNorm.update) and into the EMA of s; while the norms are whole, a calibrated
-        anchor's s_tgt follows that EMA (§6)."""
+        """Once per optimizer step: its statistics, summed over the ranks (so all update alike), to every tapering norm
+        (TaperNorm.update) and into the EMA of s; while the norms are whole, an EMA anchor's s_tgt follows it (§6)."""
         norms = self.taper_norms()
+        if not self.collecting_s and not any(m.collecting or m.mode == 'norm' for m in norms):
+            return  # nothing to take in (a baseline, or every c frozen): no collective, no sync with the device
         sums = torch.cat([m.acc for m in norms] + [self.s_acc])  # (3 * norms + 2,)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)  # the global token means
@@ -496,8 +497,7 @@ class GPT(nn.Module):
     @classmethod
     def from_checkpoint(cls, ckpt):
         """The model a checkpoint dict describes (its model_args) holding its weights and run state, exactly."""
-        args = dict(ckpt['model_args'])
-        model = cls(GPTConfig(**args))
+        model = cls(GPTConfig(**ckpt['model_args']))
         model.load_state_dict(ckpt['model'])  # strict: a missing, unexpected or misshapen tensor raises, naming it
         return model
 

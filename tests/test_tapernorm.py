@@ -242,6 +242,32 @@ def ops_of(norm, x, gate, step):
     return count.ops
 
 
+@pytest.mark.parametrize('follow_c', [True, False])
+def test_once_nothing_is_collected_a_step_of_calibration_dispatches_no_op(follow_c):
+    """A baseline, and a tapered model whose c is frozen: update_calibration has nothing to take in, so no all-reduce
+    and no device sync on the hot path, whereas while c follows it does its work."""
+    baseline = calibrated(tiny(taper='off'))
+    tapered = calibrated(tiny(follow_c=follow_c))
+    tapered.set_gate(0.0 if follow_c else 0.5)                          # c frozen: gone, or (the paper's rule) going
+    for m in (baseline, tapered):
+        m(torch.randint(0, 37, (2, 16)), torch.randint(0, 37, (2, 16)))  # a training forward
+        with CountOps() as count:
+            m.update_calibration()
+        assert count.ops == [], count.ops
+    tapered.set_gate(1.0)
+    tapered(torch.randint(0, 37, (2, 16)), torch.randint(0, 37, (2, 16)))
+    with CountOps() as count:
+        tapered.update_calibration()
+    assert count.ops                                                    # whole: c, gamma_t and s follow
+    held = calibrated(tiny(removal='fakeln', follow_c=False))           # held divisors, s frozen at the first removal:
+    held.remove_norms(1)
+    second = held.taper_norms()[1]
+    with torch.no_grad():
+        second.weight.mul_(2.0)
+    held.update_calibration()
+    assert torch.equal(second.weight_t, second.weight)                  # but a norm still whole keeps gamma_t = gamma
+
+
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('kind,inference,step', [('rmsnorm', 1, 6), ('layernorm', 3, 14)])  # torch 2.13
 def test_a_tapered_norm_at_gate_zero_launches_no_more_ops_than_counted(kind, inference, step, bias):
