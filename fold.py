@@ -53,18 +53,23 @@ def fold_refusal(model):
     return None
 
 
+def fold_pairs(model):
+    """[(norm name, norm, name of the Linear it feeds)] for every norm that goes."""
+    pairs = [(f'transformer.h.{i}.{ln}', getattr(block, ln), f'transformer.h.{i}.{linear}')
+             for i, block in enumerate(model.transformer.h)
+             for ln, linear in (('ln_1', 'attn.c_attn'), ('ln_2', 'mlp.c_fc'))]
+    if model.config.taper == 'all':    # lm_head is wte (tied): folding writes an untied copy
+        pairs.append(('transformer.ln_f', model.transformer.ln_f, 'lm_head'))
+    return pairs
+
+
 @torch.no_grad()
 def fold_model(model):
     """A new GPT (config folded=True) computing what the g = 0 model computes, with no norm in its blocks."""
     if reason := fold_refusal(model):
         raise ValueError(f"cannot fold: {reason}")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
-    folds = [(f'transformer.h.{i}.{ln}', getattr(block, ln), f'transformer.h.{i}.{linear}')
-             for i, block in enumerate(model.transformer.h)
-             for ln, linear in (('ln_1', 'attn.c_attn'), ('ln_2', 'mlp.c_fc'))]
-    if model.config.taper == 'all':    # lm_head is wte (tied): folding writes an untied copy
-        folds.append(('transformer.ln_f', model.transformer.ln_f, 'lm_head'))
-    for norm_name, norm, linear_name in folds:
+    for norm_name, norm, linear_name in fold_pairs(model):
         assert isinstance(norm, TaperNorm) and norm.mode == 'linear', norm_name
         W, b = fold_norm_into_linear(sd[f'{linear_name}.weight'], sd.get(f'{linear_name}.bias'), norm.c,
                                      norm.weight_t, norm.bias, centre=norm.kind == 'layernorm')
@@ -76,6 +81,24 @@ def fold_model(model):
     folded = GPT(replace(model.config, folded=True)).to(device=p.device, dtype=p.dtype)
     folded.load_state_dict(sd)         # strict: every folded tensor lands in a slot, none is left over
     return folded.train(model.training)
+
+
+@torch.no_grad()
+def carry_moments(model, folded, optimizer, new_optimizer):
+    """Fold during training (§7): AdamW's state of model, by name, onto folded's parameters in new_optimizer (returned).
+    A Linear whose column j the fold scaled by a_j = c * gamma_t[j] has gradient grad / a_j there, so its moments are
+    m / a and v / a^2: those it would hold had it been folded all along (RMSNorm: exactly; LayerNorm: but for the
+    gradient along the mean, which its centring removed, and beta's share, which the folded bias takes). Biases keep
+    theirs; the norms' parameters go. All-Taper: the untied lm_head starts from the moments it shared with wte, its
+    new bias (from ln_f's beta) from none."""
+    scales = {f'{linear}.weight': norm.c * norm.weight_t for _, norm, linear in fold_pairs(model)}
+    state = {name: optimizer.state[p] for name, p in model.named_parameters(remove_duplicate=False)
+             if p in optimizer.state}
+    for name, p in filter(lambda named: named[0] in state, folded.named_parameters()):
+        a = scales.get(name, torch.ones(()))
+        new_optimizer.state[p] = dict(step=state[name]['step'].clone(),  # the count behind Adam's bias correction
+                                      exp_avg=state[name]['exp_avg'] / a, exp_avg_sq=state[name]['exp_avg_sq'] / a**2)
+    return new_optimizer
 
 
 def main(cfg):

@@ -375,10 +375,10 @@ class GPT(nn.Module):
         self.apply_phase()
 
     def phase(self):
-        """'whole', 'going' or 'gone': where the norms stand, from the gate (FakeLN: from the count removed)."""
-        if self.config.removal == 'fakeln':
+        """'whole', 'going' or 'gone': where the norms stand, from the gate (FakeLN: the count removed; folded: gone)."""
+        if self.config.removal == 'fakeln' and not self.config.folded:
             return 'whole' if self.removed == 0 else 'gone' if self.removed == len(self.taper_norms()) else 'going'
-        return 'whole' if self.g == 1.0 else 'gone' if self.g == 0.0 else 'going'
+        return 'gone' if self.g == 0.0 or self.config.folded else 'whole' if self.g == 1.0 else 'going'
 
     def apply_phase(self):
         """The Python-side state, from the phase:      'whole'      'going'                          'gone'
@@ -387,7 +387,7 @@ class GPT(nn.Module):
               the anchor (anchoring)                   off          on: s_tgt frozen                 on (§6)
         A fixed target: always on. FakeLN: the first `removed` norms L(h), the rest N(h) (if 'ema', collect)."""
         phase = self.phase()
-        if phase != 'whole' and self.config.scheduled and int(self.ema_steps) == 0:
+        if phase != 'whole' and self.config.scheduled and not self.config.folded and int(self.ema_steps) == 0:
             raise RuntimeError("the norms can go only after update_calibration() has taken a step's statistics")
         c_follows = phase != 'gone' if self.config.follow_c else phase == 'whole'
         self.collecting_s = self.config.scheduled and c_follows
@@ -451,7 +451,7 @@ class GPT(nn.Module):
     def c_frozen(self):
         """No c and no EMA of s follows the stream now: once the norms are gone (the paper's rule: once they go)."""
         norms = self.taper_norms()
-        return bool(norms) and not self.collecting_s and not any(m.collecting for m in norms)
+        return (bool(norms) or self.config.folded) and not self.collecting_s and not any(m.collecting for m in norms)
 
     def s_mean(self):
         """The EMA of s, bias-corrected: the anchor's s_tgt while the norms are whole (§6); once collecting stops, s as

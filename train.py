@@ -17,13 +17,13 @@ from datetime import timedelta
 import numpy as np
 import torch
 from torch.distributed import barrier, destroy_process_group
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import KIND, save_checkpoint
 from configurator import run_main
+from fold import carry_moments, fold_model
 from runtime import autocast, device_name, pick_dtype
 from train_setup import (check_finite, get_batch, init_model, model_config, open_log, prepare_data, saved_config,
-                         setup_processes, validate)
+                         setup_processes, validate, wrap_model)
 
 RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the stream that the frozen c was fitted to
 
@@ -63,6 +63,7 @@ class TrainConfig:
     follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
     fakeln_divisor: str = 'heldout'      # FakeLN's: measured on held-out tokens, then held (theirs) | 'ema': followed
     fakeln_aux: float = 0.0              # weight of FakeLN's auxiliary loss (§11), on from the first step; 0 off
+    fold_when_gone: bool = False         # once the norms are gone, fold them away and train on norm-free (§7)
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
     learning_rate: float = 6e-4          # the peak learning rate
     max_iters: int = 600000              # optimizer steps, exactly
@@ -142,12 +143,7 @@ def train(cfg):
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
               f"removal={gptconf.removal}{source_note}")
     n_norms = len(raw_model.taper_norms())  # the norms that go
-    if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, n_norms + 4)
-        model = torch.compile(model)
-    if ddp:  # gamma_t is unused while g = 1 and gamma at g = 0: DDP must expect unused parameters
-        model = DDP(model, device_ids=[device] if device_type == 'cuda' else None,
-                    find_unused_parameters=gptconf.taper != 'off')
+    model = wrap_model(raw_model, cfg, ddp, device)  # compiled, under DDP, as asked
     resumed_at = iter_num if cfg.init_from == 'resume' else None
     ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
     saved_at = resumed_at  # the iteration ckpt_path holds
@@ -170,10 +166,21 @@ def train(cfg):
     parts_sum = {}       # the loss parts summed over those iterations
     try:
         while True:
-            if gptconf.removal == 'fakeln':
+            if gptconf.folded:
+                pass  # (fold_when_gone) no norm is left to schedule
+            elif gptconf.removal == 'fakeln':
                 raw_model.remove_norms(norms_removed(iter_num, cfg.taper_start, cfg.taper_end, n_norms))
             elif gptconf.scheduled:  # else g stays 1, unused
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
+            if cfg.fold_when_gone and raw_model.phase() == 'gone' and not gptconf.folded:  # from here on, no norm
+                folded = fold_model(raw_model)
+                fresh = folded.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                                    device_type)
+                optimizer = carry_moments(raw_model, folded, optimizer, fresh)
+                raw_model, gptconf = folded, folded.config
+                model = wrap_model(raw_model, cfg, ddp, device)
+                if master:
+                    print(f"iteration {iter_num}: the norms are gone, folded away (fold_when_gone); on norm-free")
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
                 gate = raw_model.gate.item()

@@ -11,6 +11,7 @@ from dataclasses import asdict, fields, replace
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import load_checkpoint, load_gpt2, load_model
 from configurator import UserError
@@ -49,6 +50,8 @@ def validate(cfg):
     if cfg.removal == 'fakeln' and cfg.fakeln_divisor == 'heldout' and cfg.init_from == 'scratch':
         raise ValueError("fakeln_divisor='heldout' measures FakeLN's divisors through a trained model: fine-tune one "
                          "(init_from=<its ckpt.pt> or 'gpt2'), or set fakeln_divisor='ema'")
+    if cfg.fold_when_gone and cfg.taper == 'off':
+        raise ValueError("fold_when_gone=True folds the norms that taper away: set taper='internal' or 'all'")
     start, end = cfg.taper_start, cfg.taper_end
     fits = 0 <= start < end and (end <= cfg.max_iters or not training)
     if model_config(cfg).scheduled and not fits:
@@ -93,6 +96,18 @@ def setup_processes(cfg):
         raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
                         f"number of processes ({world_size})")
     return True, rank, world_size, device
+
+
+def wrap_model(model, cfg, ddp, device):
+    """The model that the loop runs: compiled if cfg says so, under DDP in a torchrun job."""
+    config = model.config
+    if cfg.compile:  # (FakeLN compiles a graph for each count of norms removed)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(model.taper_norms()) + 4)
+        model = torch.compile(model)
+    if ddp:  # gamma_t is unused while g = 1 and gamma at g = 0: DDP must expect unused parameters
+        model = DDP(model, device_ids=[device] if device.startswith('cuda') else None,
+                    find_unused_parameters=config.taper != 'off' and not config.folded)
+    return model
 
 
 def prepare_data(cfg):

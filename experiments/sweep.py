@@ -2,7 +2,8 @@
 config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished (or diverged)
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
-seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); source (the
+seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); fold (it
+folded at g = 0, §7, 6 seeds and two rates either side); source (the
 converged LayerNorm models, 6 seeds), removal_lr and removal (removing their norms in eight ways, METHOD.md §11, each
 removal folded and its check added to its log).
 $ python experiments/sweep.py --stage=all --jobs=2 && python experiments/report.py   # two runs at a time
@@ -32,6 +33,7 @@ VARIANTS = {  # name -> overrides of config/taper.py
     **{f'taper_ln_start{k}': dict(PAPER, taper_start=k) for k in (100, 200, 600)},  # 100: the warmup's end
     'taper_ln_follow': dict(),                               # the default: c follows its statistics to g = 0
     'taper_ln_follow400': dict(PAPER, follow_c=True),        # ... calibrating where the paper's rule did
+    'taper_ln_follow_fold': dict(fold_when_gone=True),        # ... folded at g = 0, then trained on norm-free (§7)
 }
 # (taper_ln_start_auto and taper_ln-8x*, archived in results/logs, froze c where s levelled off: a rule since
 # replaced; commit 76952c3 runs them)
@@ -65,10 +67,11 @@ GRID = {'robust': (  # stage -> (variant, lr, seeds): the default against layern
     *((f'{v}-8x256', lr, 3) for lr in (2e-3, 4e-3) for v in ('taper_ln_follow', 'layernorm')),
     ('taper_ln_follow-8x64', 8e-3, 6), ('taper_ln_follow-8x64', 1.6e-2, 3), ('layernorm-8x64', 1.6e-2, 3),
     ('taper_ln_follow-8x256', 1e-3, 6),
-    *((f'{v}-it4000', 4e-3, 3) for v in ('layernorm', 'taper_ln_follow'))), 'source': ((*SOURCE, 6),)}
+    *((f'{v}-it4000', 4e-3, 3) for v in ('layernorm', 'taper_ln_follow'))), 'source': ((*SOURCE, 6),),
+    'fold': (('taper_ln_follow_fold', 4e-3, 6), ('taper_ln_follow_fold', 2e-3, 2), ('taper_ln_follow_fold', 8e-3, 2))}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
            'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6)}
-STAGES = ('lr', 'best', 'ablation', 'schedule', 'size_lr', 'size', 'robust', 'source', 'removal_lr', 'removal')
+STAGES = ('lr', 'best', 'ablation', 'schedule', 'size_lr', 'size', 'robust', 'fold', 'source', 'removal_lr', 'removal')
 SEEDS = (1337, 1338, 1339, 1340, 1341, 1342)
 
 

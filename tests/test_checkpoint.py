@@ -31,17 +31,20 @@ def log_records(out_dir, kind):
         return [rec for rec in map(json.loads, f) if rec['kind'] == kind]
 
 
-def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespeare_slice, tmp_path, monkeypatch):
-    whole = tiny_run(shakespeare_slice, tmp_path / 'whole')
+@pytest.mark.parametrize('fold,crash', [(False, 5), (True, 5), (True, 7)])  # fold_when_gone: before, after the fold
+def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespeare_slice, tmp_path, monkeypatch,
+                                                                        fold, crash):
+    whole = tiny_run(shakespeare_slice, tmp_path / 'whole', fold_when_gone=fold)
     train_module.train(whole)
 
-    # the same run, crashed inside iteration 5 (after the checkpoint at 4, past calibration at 2)
-    stop_training_at(monkeypatch, 5, RuntimeError("the machine went down"))
+    # the same run, crashed inside iteration 5 (after the checkpoint at 4, past calibration at 2), or 7 (the fold at 6)
+    stop_training_at(monkeypatch, crash, RuntimeError("the machine went down"))
     with pytest.raises(RuntimeError, match='went down'):
-        train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split'))
-    assert load_checkpoint(tmp_path / 'split' / 'ckpt.pt')['iter_num'] == 4
+        train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', fold_when_gone=fold))
+    assert load_checkpoint(tmp_path / 'split' / 'ckpt.pt')['iter_num'] == crash - 1
     monkeypatch.undo()
-    summary = train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', init_from='resume'))
+    summary = train_module.train(tiny_run(shakespeare_slice, tmp_path / 'split', init_from='resume',
+                                          fold_when_gone=fold))
 
     # the resumed log continues the first: iterations 4 and 5 logged twice, the later records are the resumed run's
     a = {r['iter']: r for r in log_records(tmp_path / 'whole', 'train')}
@@ -50,11 +53,12 @@ def test_interrupted_and_resumed_training_matches_the_uninterrupted_run(shakespe
     for it in range(8):
         for key in ('loss', 'ce', 'anchor', 'gate', 'lr', 's', 'logit_norm'):
             assert a[it][key] == b[it][key], (it, key)
-    assert [h['resumed_at'] for h in log_records(tmp_path / 'split', 'header')] == [None, 4]
+    assert [h['resumed_at'] for h in log_records(tmp_path / 'split', 'header')] == [None, crash - 1]
     assert a[7]['anchor'] > 0 and a[3]['gate'] < 1 and a[7]['gate'] == 0
     assert summary['iter_num'] == 8
     sa = load_checkpoint(tmp_path / 'whole' / 'ckpt.pt')
     sb = load_checkpoint(tmp_path / 'split' / 'ckpt.pt')
+    assert sa['model_args']['folded'] == sb['model_args']['folded'] == fold
     for key, tensor in sa['model'].items():
         assert torch.equal(tensor, sb['model'][key]), key
     assert sa['best_val_loss'] == sb['best_val_loss']

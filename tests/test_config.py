@@ -76,6 +76,7 @@ def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
     (['--fakeln_aux=-0.1'], ['fakeln_aux=-0.1', 'must be >= 0']),
     (['--fakeln_divisor=pooled', '--taper=internal'], ['fakeln_divisor', 'pooled', 'heldout']),
     (['--removal=fakeln', '--taper=internal'], ["fakeln_divisor='heldout'", 'trained model', 'init_from', "'ema'"]),
+    (['--fold_when_gone=True'], ['fold_when_gone=True', "taper='internal'"]),
     (['--max_iters=50', '--warmup_iters=100'], ['lr_decay_iters=50 (left out: max_iters)', 'warmup_iters=100']),
     (['--max_iters=200', '--warmup_iters=100', '--lr_decay_iters=100'], ['lr_decay_iters=100 ', 'must exceed']),
     (['config/nope.py'], ['not found']),

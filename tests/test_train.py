@@ -89,6 +89,30 @@ def test_a_short_run_tapers_to_gate_zero_without_running_away(shakespeare_slice,
     assert closed[-1]['loss'] < closed[0]['loss']                       # still learning at g = 0
 
 
+@pytest.mark.parametrize('norm,taper,removal', [('rmsnorm', 'all', 'taper'), ('layernorm', 'internal', 'fakeln')])
+def test_fold_when_gone_folds_at_the_first_step_at_gate_zero_and_trains_on_norm_free(
+        shakespeare_slice, tmp_path, norm, taper, removal, capsys):
+    """fold_when_gone: up to taper_end the run is the plain one, step for step; at taper_end, before its step, the
+    norms fold away (the eval there, after the fold, sees the model the plain run has there); from there it trains
+    a norm-free model, still watching s against where c froze."""
+    kw = dict(norm=norm, taper=taper, removal=removal, fakeln_divisor='ema', taper_start=2, taper_end=6,
+              max_iters=10, lr_decay_iters=10, eval_interval=6)
+    train(run_config(shakespeare_slice, tmp_path / 'plain', **kw))
+    summary = train(run_config(shakespeare_slice, tmp_path / 'fold', fold_when_gone=True, **kw))
+    assert 'iteration 6: the norms are gone, folded away' in capsys.readouterr().out
+    plain, fold = read_log(tmp_path / 'plain'), read_log(tmp_path / 'fold')
+    steps = [[r for r in log if r['kind'] == 'train'] for log in (plain, fold)]
+    assert steps[0][:6] == [dict(r, ms=steps[0][k]['ms']) for k, r in enumerate(steps[1][:6])]  # iterations 0 to 5
+    evals = [[r['val'] for r in log if r['kind'] == 'eval'] for log in (plain, fold)]
+    assert evals[0][0] == evals[1][0]
+    # at 6 the same function, rounded otherwise in float32 (a few ulps of 6e-8 over a few dozen ops)
+    assert evals[1][1] == pytest.approx(evals[0][1], rel=1e-5)
+    assert steps[1][6]['loss'] == pytest.approx(steps[0][6]['loss'], rel=1e-5)
+    assert all('s_drift' in r for r in steps[1][6:]) and summary['phase'] == 'gone'
+    m = GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'fold', 'ckpt.pt')))
+    assert m.config.folded and m.taper_norms() == [] and summary['iter_num'] == 10
+
+
 def test_the_log_line_says_runaway_once_s_has_outgrown_the_frozen_c_fourfold():
     rec = dict(iter=9, loss=2.0, ce=2.0, anchor=0.0, gate=0.0, lr=1e-3, ms=5.0, s=8.0, logit_norm=20.0)
     assert 'RUNAWAY' not in train_module.log_line(rec, 100)                   # c still following: no s_drift
