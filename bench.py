@@ -24,8 +24,9 @@ from model import GPT, GPTConfig, KVCache
 from runtime import autocast, device_name, git_commit, pick_device, pick_dtype
 
 INFERENCE = ('rmsnorm', 'taper_rms', 'folded_rms', 'layernorm', 'taper_ln', 'folded_ln', 'none')
-VARIANTS = {'last': INFERENCE, 'decode': INFERENCE,
-            'train': ('rmsnorm', 'taper_rms', 'blend_rms', 'layernorm', 'taper_ln', 'blend_ln', 'none')}
+VARIANTS = {'last': INFERENCE, 'decode': INFERENCE,  # training: the taper's blend too, and a fold's (fold_when_gone)
+            'train': ('rmsnorm', 'taper_rms', 'blend_rms', 'folded_rms', 'layernorm', 'taper_ln', 'blend_ln',
+                      'folded_ln', 'none')}
 RATIOS = (('folded_rms', 'rmsnorm'), ('taper_rms', 'rmsnorm'), ('folded_ln', 'layernorm'), ('taper_ln', 'layernorm'),
           ('folded_rms', 'none'), ('blend_rms', 'rmsnorm'), ('blend_ln', 'layernorm'))
 NORMS = {'rms': 'rmsnorm', 'ln': 'layernorm'}

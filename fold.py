@@ -5,6 +5,7 @@ At g = 0 every TaperNorm is the affine map L(h) = c * (h - mu) * gamma_t + beta 
 Linear(L(h)) is one Linear with new weights. The functions below are pure: they return new tensors and models.
 """
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -86,19 +87,34 @@ def fold_model(model):
 @torch.no_grad()
 def carry_moments(model, folded, optimizer, new_optimizer):
     """Fold during training (§7): AdamW's state of model, by name, onto folded's parameters in new_optimizer (returned).
-    A Linear whose column j the fold scaled by a_j = c * gamma_t[j] has gradient grad / a_j there, so its moments are
-    m / a and v / a^2: those it would hold had it been folded all along (RMSNorm: exactly; LayerNorm: but for the
-    gradient along the mean, which its centring removed, and beta's share, which the folded bias takes). Biases keep
-    theirs; the norms' parameters go. All-Taper: the untied lm_head starts from the moments it shared with wte, its
-    new bias (from ln_f's beta) from none."""
+    A Linear whose column j the fold scaled by a_j = c * gamma_t[j] keeps its moments and gains 'fold_scale': a, by which
+    unfolded_coordinates steps it as the weights before the fold were stepped. Biases keep theirs; the norms'
+    parameters go. All-Taper: the untied lm_head starts from the moments it shared with wte, its new bias from none."""
     scales = {f'{linear}.weight': norm.c * norm.weight_t for _, norm, linear in fold_pairs(model)}
     state = {name: optimizer.state[p] for name, p in model.named_parameters(remove_duplicate=False)
              if p in optimizer.state}
     for name, p in filter(lambda named: named[0] in state, folded.named_parameters()):
-        a = scales.get(name, torch.ones(()))
-        new_optimizer.state[p] = dict(step=state[name]['step'].clone(),  # the count behind Adam's bias correction
-                                      exp_avg=state[name]['exp_avg'] / a, exp_avg_sq=state[name]['exp_avg_sq'] / a**2)
+        new_optimizer.state[p] = {key: value.clone() for key, value in state[name].items()}
+        if name in scales:
+            new_optimizer.state[p]['fold_scale'] = scales[name].clone()  # (in,): checkpoints carry it with the moments
     return new_optimizer
+
+
+@contextmanager
+def unfolded_coordinates(optimizer):
+    """Within it, a folded weight W' = W diag(a) is W, its gradient dL/dW = dL/dW' diag(a): clipping and AdamW's step
+    see the weights they saw before the fold, so a step of the folded model is the step of the g = 0 model with c,
+    gamma_t (and beta) held. Stepped as W', column j would move 1 / |a_j| times as far (|a_j| spans 0.02 to 8 in
+    the main job), and weight decay would pull W', not W. Leaving, it is W' again (each way rounds once)."""
+    scaled = [(p, state['fold_scale']) for p, state in optimizer.state.items() if 'fold_scale' in state]
+    with torch.no_grad():
+        for p, a in scaled:
+            p.div_(a)
+            p.grad.mul_(a)
+    yield
+    with torch.no_grad():
+        for p, a in scaled:
+            p.mul_(a)
 
 
 def main(cfg):

@@ -20,7 +20,7 @@ from torch.distributed import barrier, destroy_process_group
 
 from checkpoint import KIND, save_checkpoint
 from configurator import run_main
-from fold import carry_moments, fold_model
+from fold import carry_moments, fold_model, unfolded_coordinates
 from runtime import autocast, device_name, pick_dtype
 from train_setup import (check_finite, get_batch, init_model, model_config, open_log, prepare_data, saved_config,
                          setup_processes, validate, wrap_model)
@@ -218,10 +218,11 @@ def train(cfg):
                     parts_sum[k] = parts_sum.get(k, 0) + v / accum_steps
                 # the gradients of the micro-steps add up, so each loss is scaled to give their mean
                 scaler.scale(loss / accum_steps).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
+            with unfolded_coordinates(optimizer):  # (a folded model's weights stepped as before the fold, §7)
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t while g = 1
             raw_model.update_calibration()          # this step's statistics into the EMAs of the norms collecting

@@ -299,6 +299,22 @@ def robust_tables(runs):
     return ('', '\n'.join(lines + provenance(shown)) + '\n') if shown else ('', '')
 
 
+def fold_table(runs):
+    """fold_when_gone against the run it continues, the default, paired by seed: the cost of training norm-free from
+    the first step at g = 0 (METHOD.md §7), at the default's rate and either side of it."""
+    base, fold = 'taper_ln_follow', 'taper_ln_follow_fold'
+    rates = sorted({r['learning_rate'] for r in runs if r['variant'] == fold})
+    if not rates:
+        return '', ''
+    lines = ["The default (taper_ln_follow, lr 0.004) against the same run folded at g = 0 and trained on norm-free "
+             "from there (--fold_when_gone=True), paired by seed with a 95% interval:", ""]
+    lines += head(*VS, 'vs taper_ln_follow (paired)', '95% CI', 'relative')
+    lines.append(vs_row(runs, {base: 4e-3}, base, base))
+    lines += [vs_row(runs, {base: 4e-3, fold: lr}, fold, base) for lr in rates]
+    shown = [r for r in runs if (r['variant'], r['learning_rate']) == (base, 4e-3) or r['variant'] == fold]
+    return '', '\n'.join(lines + provenance(shown)) + '\n'
+
+
 def bench_table(record):
     """bench.py's JSON record as a table of tokens/s ratios per cell (the paper's RMSNorm rows first, then LayerNorm's,
     then the control), with the device, shape and estimator, the control's spread and the training step's cost."""
@@ -322,8 +338,9 @@ def bench_table(record):
         if mode == 'train':
             lines += ["", f"Training cost ({how}): a step of TaperNorm at g = 0 takes "
                       f"{1 / t['taper_rms/rmsnorm']:.3f}x RMSNorm's time ({1 / t['taper_ln/layernorm']:.3f}x "
-                      f"LayerNorm's), and while tapering (g = 0.5, both branches) {1 / t['blend_rms/rmsnorm']:.3f}x "
-                      f"({1 / t['blend_ln/layernorm']:.3f}x)."]
+                      f"LayerNorm's), while tapering (g = 0.5, both branches) {1 / t['blend_rms/rmsnorm']:.3f}x "
+                      f"({1 / t['blend_ln/layernorm']:.3f}x), and folded (fold_when_gone) "
+                      f"{1 / t['folded_rms/rmsnorm']:.3f}x ({1 / t['folded_ln/layernorm']:.3f}x)."]
     return '\n'.join(lines) + '\n'
 
 
@@ -410,7 +427,8 @@ def main(cfg):
         writer.writerows(sorted(runs, key=lambda r: (r['variant'], r['learning_rate'], r['seed'])))
     retired = removal_tables(runs, 'finetune')  # the first removal recipe: results.md's alone, none in the README
     sections = {'results': tables(runs), 'robust': robust_tables(runs), 'removal': removal_tables(runs, 'removal'),
-                'finetune': ('\n'.join(part for part in retired if part), ''), 'size': size_tables(runs)}
+                'finetune': ('\n'.join(part for part in retired if part), ''), 'size': size_tables(runs),
+                'fold': fold_table(runs)}
     with open(os.path.join(cfg.out, 'results.md'), 'w') as f:  # every table; the README has each section's last
         f.write('\n'.join(part for parts in sections.values() for part in parts if part))
     plot(runs, cfg.out, plt)

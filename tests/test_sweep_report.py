@@ -152,6 +152,21 @@ def test_the_robust_table_pairs_each_setting_and_shows_the_worst_same_seed_scale
     assert report.robust_tables(report.load_runs(tmp_path / 'nothing')) == ('', '')
 
 
+def test_the_fold_table_pairs_fold_when_gone_with_the_default_run_it_continues(tmp_path):
+    for seed, (taper, fold) in zip((1, 2, 3), [(1.70, 1.71), (1.72, 1.74), (1.71, 1.72)]):
+        write_log(tmp_path / f'taper_ln_follow-lr0.004-s{seed}', 4e-3, seed, taper)
+        write_log(tmp_path / f'taper_ln_follow_fold-lr0.004-s{seed}', 4e-3, seed, fold)
+    write_log(tmp_path / 'taper_ln_follow_fold-lr0.008-s1', 8e-3, 1, 1.80)  # one seed: no interval
+    write_log(tmp_path / 'taper_ln_follow-lr0.008-s1', 8e-3, 1, 1.60)       # not the default's rate: not shown
+    text = report.fold_table(report.load_runs(tmp_path))[1]
+    rows = [line for line in text.splitlines() if line.startswith('| taper')]
+    assert rows == ["| taper_ln_follow | 0.004 | 3 | 1.7100 ± 0.0100 | baseline |  |  |",  # diffs 0.01, 0.02, 0.01
+                    "| taper_ln_follow_fold | 0.004 | 3 | 1.7233 ± 0.0153 | +0.0133 (3 seeds) | [-0.0010, +0.0277] | "
+                    "+0.78% |", "| taper_ln_follow_fold | 0.008 | 1 | 1.8000 ± 0.0000 |  |  |  |"]
+    assert "7 runs of 20 iterations" in text
+    assert report.fold_table(report.load_runs(tmp_path / 'nothing')) == ('', '')
+
+
 def test_every_calibration_point_runs_at_taper_lns_rate_and_one_that_diverged_shows_as_nan(tmp_path):
     for seed, (ln, taper, early, found) in zip((1, 2), [(1.70, 1.72, 2.1, 1.73), (1.71, 1.72, float('nan'), 1.74)]):
         for variant, final in (('layernorm', ln), ('taper_ln', taper), ('taper_ln_start100', early),
@@ -264,7 +279,8 @@ def bench_record():
                 cells('last', True, 1, 128, **inference, folded_rms_over_none=1.002) +
                 cells('decode', False, 1, 128, **inference, folded_rms_over_none=0.98) +
                 cells('train', False, 4, 128, taper_rms_over_rmsnorm=1.25, taper_ln_over_layernorm=1.0,
-                      blend_rms_over_rmsnorm=0.8, blend_ln_over_layernorm=0.5))
+                      blend_rms_over_rmsnorm=0.8, blend_ln_over_layernorm=0.5, folded_rms_over_rmsnorm=1.6,
+                      folded_ln_over_layernorm=1.25))
 
 
 def test_the_bench_table_the_control_and_the_training_cost_sentence():
@@ -274,8 +290,8 @@ def test_the_bench_table_the_control_and_the_training_cost_sentence():
     assert "8 layers x 512 wide, vocabulary 10000, 30.4M parameters" in table
     assert "the minimum of 20 interleaved repeats" in table
     assert "more than 1% from 1 in decode eager B=1 T=128 (0.980)." in table             # the control's exception
-    assert ("takes 0.800x RMSNorm's time (1.000x LayerNorm's), and while tapering (g = 0.5, both branches) 1.250x "
-            "(2.000x)") in table                                                     # time = 1 / tok/s ratio
+    assert ("takes 0.800x RMSNorm's time (1.000x LayerNorm's), while tapering (g = 0.5, both branches) 1.250x "
+            "(2.000x), and folded (fold_when_gone) 0.625x (0.800x)") in table           # time = 1 / tok/s ratio
 
 
 def test_the_readme_speed_table_is_regenerated_from_the_bench_record_alone(tmp_path):
