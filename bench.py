@@ -9,8 +9,7 @@ Modes: 'last' the logits of the last position after one forward over a prompt (t
 $ python bench.py                  # the paper's benchmark model (random weights: time depends on the shape alone)
 $ python bench.py --vocab_size=50304 --n_embd=384 --n_head=6   # GPT-2's vocabulary instead: the output layer dominates
 Each repeat is one round over every variant in a rotated order, so drift and other jobs hit all alike. A variant's
-time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs).
-"""
+time is its minimum over the repeats (noise only ever adds time: the steadiest estimate of what the code costs)."""
 import json
 import os
 import timeit
@@ -24,9 +23,8 @@ from model import GPT, GPTConfig, KVCache
 from runtime import autocast, device_name, git_commit, pick_device, pick_dtype
 
 INFERENCE = ('rmsnorm', 'taper_rms', 'folded_rms', 'layernorm', 'taper_ln', 'folded_ln', 'none')
-VARIANTS = {'last': INFERENCE, 'decode': INFERENCE,  # training: the taper's blend too, and a fold's (fold_when_gone)
-            'train': ('rmsnorm', 'taper_rms', 'blend_rms', 'folded_rms', 'layernorm', 'taper_ln', 'blend_ln',
-                      'folded_ln', 'none')}
+VARIANTS = {'last': INFERENCE, 'decode': INFERENCE,  # a training step: a fold's too (fold_when_gone), and the blend
+            'train': INFERENCE + ('blend_rms', 'blend_ln')}
 RATIOS = (('folded_rms', 'rmsnorm'), ('taper_rms', 'rmsnorm'), ('folded_ln', 'layernorm'), ('taper_ln', 'layernorm'),
           ('folded_rms', 'none'), ('blend_rms', 'rmsnorm'), ('blend_ln', 'layernorm'))
 NORMS = {'rms': 'rmsnorm', 'ln': 'layernorm'}
@@ -65,9 +63,8 @@ class BenchConfig:
 def resolve(cfg, cuda):
     """Fill in the quick settings and the device-dependent defaults (the -1s); check the grid fits the context."""
     if cfg.quick:
-        cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, batch_sizes='1',
-                      seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32, warmup=1,
-                      iters=2, repeats=2)
+        cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, warmup=1, iters=2, repeats=2,
+                      batch_sizes='1', seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32)
     cfg = replace(cfg, warmup=cfg.warmup if cfg.warmup >= 0 else 10 if cuda else 1,
                   iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 1,
                   repeats=cfg.repeats if cfg.repeats > 0 else 5 if cuda else 20,

@@ -1,7 +1,6 @@
 """Checkpoints hold tensors and plain dicts only, so torch.load(weights_only=True) reads them and no code runs on load.
 Each is written to a temporary file and renamed: a crash leaves the last good one whole. load_checkpoint is the one
-reader (resume, fold.py, sample.py; load_gpt2 reads GPT-2's weights): whatever is wrong, it says so in one line.
-"""
+reader (resume, fold.py, sample.py; load_gpt2 reads GPT-2's weights): whatever is wrong, it says so in one line."""
 import os
 import re
 import warnings
@@ -104,7 +103,6 @@ def load_gpt2(model_type, override_args=None, local_path=None):
     if override_args.pop('norm', 'layernorm') != 'layernorm' or set(override_args) & set(args):
         raise UserError(f"GPT-2 fixes norm='layernorm' and {sorted(args)}; override_args sets only the rest")
     model = GPT(GPTConfig(**args, **override_args))
-
     # Hugging Face names, with or without 'transformer.'; the causal-mask buffers of old files are not weights
     sd = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in sd.items()
           if not k.endswith(('.attn.bias', '.attn.masked_bias'))}

@@ -1,14 +1,14 @@
 """Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
 A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
 to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
-command line, and each value must fit its field's type (an int is fine for a float).
-"""
+command line, and each value must fit its field's type (an int is fine for a float)."""
 import ast
 import dataclasses
 import difflib
 import inspect
 import os
 import re
+import runpy
 import sys
 import types
 import typing
@@ -41,19 +41,14 @@ def read_file(path, seen=()):
         raise UserError(f"config file {path!r} not found (give a path such as config/taper.py)")
     if path in seen:
         raise UserError(f"{path} extends itself through {' -> '.join(seen)}")
-    namespace = {}
-    with open(path) as f:
-        source = f.read()
     try:
-        exec(compile(source, path, 'exec'), namespace)  # a private namespace, never our globals
+        namespace = runpy.run_path(path)  # a private namespace, never our globals
     except Exception as e:  # a config file is user input: its mistakes are one line too
         raise UserError(f"{path} does not run as Python: {type(e).__name__}: {e}") from None
     parent = namespace.pop('extends', None)
     values = read_file(os.path.join(os.path.dirname(path), parent), seen + (path,)) if parent else {}
-    for key, value in namespace.items():
-        if not key.startswith('_') and not callable(value) and not isinstance(value, types.ModuleType):
-            values[key] = (value, path)
-    return values
+    return values | {key: (value, path) for key, value in namespace.items()
+                     if not key.startswith('_') and not callable(value) and not isinstance(value, types.ModuleType)}
 
 
 def parse_config(cls, argv, base=None):

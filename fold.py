@@ -2,8 +2,7 @@
 $ python fold.py                                 # out-taper/ckpt.pt (the quick start's) -> out-taper/ckpt_folded.pt
 $ python fold.py --ckpt=out-all_taper/ckpt.pt
 At g = 0 every TaperNorm is the affine map L(h) = c * (h - mu) * gamma_t + beta (RMS: no mu, no beta), so
-Linear(L(h)) is one Linear with new weights. The functions below are pure: they return new tensors and models.
-"""
+Linear(L(h)) is one Linear with new weights. The functions below are pure: they return new tensors and models."""
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -86,10 +85,9 @@ def fold_model(model):
 
 @torch.no_grad()
 def carry_moments(model, folded, optimizer, new_optimizer):
-    """Fold during training (§7): AdamW's state of model, by name, onto folded's parameters in new_optimizer (returned).
-    A Linear whose column j the fold scaled by a_j = c * gamma_t[j] keeps its moments and gains 'fold_scale': a, by which
-    unfolded_coordinates steps it as the weights before the fold were stepped. Biases keep theirs; the norms'
-    parameters go. All-Taper: the untied lm_head starts from the moments it shared with wte, its new bias from none."""
+    """Fold during training (§7): new_optimizer (returned) takes AdamW's state of model by name, a folded weight's
+    with its column scales a = c * gamma_t as 'fold_scale' (for unfolded_coordinates). The norms' parameters go;
+    All-Taper's untied lm_head starts from the moments it shared with wte, its new bias from none."""
     scales = {f'{linear}.weight': norm.c * norm.weight_t for _, norm, linear in fold_pairs(model)}
     state = {name: optimizer.state[p] for name, p in model.named_parameters(remove_duplicate=False)
              if p in optimizer.state}
@@ -101,20 +99,18 @@ def carry_moments(model, folded, optimizer, new_optimizer):
 
 
 @contextmanager
+@torch.no_grad()  # (the caller's block keeps its own grad mode)
 def unfolded_coordinates(optimizer):
-    """Within it, a folded weight W' = W diag(a) is W, its gradient dL/dW = dL/dW' diag(a): clipping and AdamW's step
-    see the weights they saw before the fold, so a step of the folded model is the step of the g = 0 model with c,
-    gamma_t (and beta) held. Stepped as W', column j would move 1 / |a_j| times as far (|a_j| spans 0.02 to 8 in
-    the main job), and weight decay would pull W', not W. Leaving, it is W' again (each way rounds once)."""
+    """Within it a folded weight W' = W diag(a) is W and its gradient dL/dW = dL/dW' diag(a): clipping and AdamW step
+    the folded model as they stepped the g = 0 model, c, gamma_t (and beta) held. Stepped as W', column j would move
+    1 / |a_j| times as far and weight decay pull W', not W (§7). Leaving, it is W' again (each way rounds once)."""
     scaled = [(p, state['fold_scale']) for p, state in optimizer.state.items() if 'fold_scale' in state]
-    with torch.no_grad():
-        for p, a in scaled:
-            p.div_(a)
-            p.grad.mul_(a)
+    for p, a in scaled:
+        p.div_(a)
+        p.grad.mul_(a)
     yield
-    with torch.no_grad():
-        for p, a in scaled:
-            p.mul_(a)
+    for p, a in scaled:
+        p.mul_(a)
 
 
 def main(cfg):
@@ -129,7 +125,6 @@ def main(cfg):
     if reason:
         raise UserError(f"cannot fold {cfg.ckpt}: {reason}")
     folded = fold_model(model.eval())
-
     # the check: both models on the same tokens, the start of the run's val.bin if it is here, else random ones
     T, val = model.config.block_size, os.path.join(run_data_dir(ckpt), 'val.bin')
     if os.path.isfile(val) and os.path.getsize(val) >= 2 * cfg.batch_size * T:  # uint16: 2 bytes a token

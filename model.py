@@ -5,13 +5,11 @@ runs: the training loop drives it through
     set_gate(g)           TaperNorm's one global gate g in [0, 1] (§4)        or, for FakeLN (§11),
     remove_norms(k)       the first k of its norms replaced by their linear maps, the rest whole
     update_calibration()  once per optimizer step: every norm's statistics into its EMAs and c, the anchor's s_tgt
-and the forward pass (logits, the loss and its parts). The rest follows from the phase: the norms whole, going, gone.
-"""
+and the forward pass (logits, the loss and its parts). The rest follows from the phase: the norms whole, going, gone."""
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
 
@@ -78,8 +76,7 @@ def per_token_scale(h, kind, eps):
     return torch.sqrt(h.pow(2).mean(-1) + eps)
 
 
-# ----------------------------------------------------------------------------------------------
-# Norms. Every norm slot takes (x, gate); only TaperNorm uses the gate.
+# ---- Norms. Every norm slot takes (x, gate); only TaperNorm uses the gate. -------------------
 
 class Identity(nn.Module):
     """An empty norm slot: the 'none' model, and the blocks of a folded model."""
@@ -186,8 +183,7 @@ class FakeLN(TaperNorm):
         self.acc += torch.stack([tokens, scale.sum(), tokens])
 
 
-# ----------------------------------------------------------------------------------------------
-# The GPT-2 blocks (nanoGPT), with an optional KV cache for generation.
+# ---- The GPT-2 blocks (nanoGPT), with an optional KV cache for generation. -------------------
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
@@ -246,8 +242,7 @@ class Block(nn.Module):
 
     def forward(self, x, gate, cache=None):
         x = x + self.attn(self.ln_1(x, gate), cache)
-        x = x + self.mlp(self.ln_2(x, gate))
-        return x
+        return x + self.mlp(self.ln_2(x, gate))
 
 
 class KVCache:
@@ -263,21 +258,16 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        final_tapered = config.taper == 'all'
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=make_norm(config, final_tapered),
-        ))
+            wte=nn.Embedding(config.vocab_size, config.n_embd), wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout), h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config, tapered=config.taper == 'all')))
         # a folded ln_f scales lm_head's columns (its beta gives lm_head a bias): that lm_head is untied from wte
-        head_folded = config.folded and final_tapered
+        head_folded = config.folded and config.taper == 'all'
         head_bias = head_folded and config.norm == 'layernorm' and config.bias
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=head_bias)
         if not head_folded:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
-
         # Run state, all in buffers so checkpoints carry it and torch.compile sees tensors, not floats.
         self.register_buffer('gate', torch.ones(()))                       # TaperNorm's global gate g: set_gate
         if config.removal == 'fakeln':
@@ -290,7 +280,6 @@ class GPT(nn.Module):
         self.g = 1.0              # the gate as set_gate got it: the float32 buffer rounds g = 1 - 1e-9 to 1
         self.collecting_s = True  # training forwards feed the EMA of s (until c freezes, §3; s_tgt's source, §6)
         self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen once the norms go, §6)
-
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
             if pn.endswith('c_proj.weight'):
@@ -304,14 +293,12 @@ class GPT(nn.Module):
             torch.nn.init.zeros_(module.bias)
 
     def get_num_params(self, non_embedding=True):
-        n_params = sum(p.numel() for p in self.parameters())
-        return n_params - self.transformer.wpe.weight.numel() if non_embedding else n_params
+        return sum(p.numel() for p in self.parameters()) - (self.transformer.wpe.weight.numel() if non_embedding else 0)
 
     def taper_norms(self):
         """The norms that go away (TaperNorm or FakeLN), in FakeLN's order of removal (§11): every block's ln_2
         from the first block on, then every ln_1, then ln_f if it tapers."""
-        blocks, ln_f = self.transformer.h, self.transformer.ln_f
-        norms = [b.ln_2 for b in blocks] + [b.ln_1 for b in blocks] + [ln_f]
+        norms = [b.ln_2 for b in self.transformer.h] + [b.ln_1 for b in self.transformer.h] + [self.transformer.ln_f]
         return [m for m in norms if isinstance(m, TaperNorm)]
 
     def forward(self, idx, targets=None, kv_cache=None):
@@ -333,7 +320,6 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x, self.gate)
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None, None     # inference: the last position only
-
         logits = self.lm_head(x)
         # autocast computes cross-entropy in float32; a double model keeps float64 throughout
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
@@ -353,10 +339,8 @@ class GPT(nn.Module):
                      logit_norm=logits.detach().float().norm(dim=-1).mean())
         return logits, loss, parts
 
-    # ------------------------------------------------------------------------------------------
-    # The removal as a state machine (§3, §4, §6, §11): TaperNorm's gate g, or FakeLN's count of norms removed
-    # (buffers, so checkpoints carry them), gives the phase: 'whole' (g = 1, none) -> 'going' (0 < g < 1, some) ->
-    # 'gone' (g = 0, all). Everything Python-side follows from it: what each norm computes, what is still collected.
+    # ---- The removal as a state machine (§3, §4, §6, §11): TaperNorm's gate g, or FakeLN's count of norms removed,
+    # gives the phase: 'whole' (g = 1, none) -> 'going' (0 < g < 1, some) -> 'gone' (g = 0, all); the rest follows.
 
     def set_gate(self, g):
         """TaperNorm's global gate (§4): every tapering norm computes g * N(h) + (1 - g) * L(h)."""
@@ -375,7 +359,7 @@ class GPT(nn.Module):
         self.apply_phase()
 
     def phase(self):
-        """'whole', 'going' or 'gone': where the norms stand, from the gate (FakeLN: the count removed; folded: gone)."""
+        """'whole', 'going' or 'gone': where the norms stand, by the gate (FakeLN: the count removed; folded: gone)."""
         if self.config.removal == 'fakeln' and not self.config.folded:
             return 'whole' if self.removed == 0 else 'gone' if self.removed == len(self.taper_norms()) else 'going'
         return 'gone' if self.g == 0.0 or self.config.folded else 'whole' if self.g == 1.0 else 'going'
@@ -407,8 +391,7 @@ class GPT(nn.Module):
         self.train(self.training)  # and an eval model's c * gamma_t the loaded c and gamma_t
         return result
 
-    # ------------------------------------------------------------------------------------------
-    # Calibration: the statistics behind c (§3), FakeLN's divisors (§11) and the EMA of s (§4, §6)
+    # ---- Calibration: the statistics behind c (§3), FakeLN's divisors (§11) and the EMA of s (§4, §6) ----
 
     @torch.no_grad()
     def update_calibration(self):
@@ -418,8 +401,8 @@ class GPT(nn.Module):
         if not self.collecting_s and not any(m.collecting or m.mode == 'norm' for m in norms):
             return  # nothing to take in (a baseline, or every c frozen): no collective, no sync with the device
         sums = torch.cat([m.acc for m in norms] + [self.s_acc])  # (3 * norms + 2,)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)  # the global token means
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)  # the global token means
         for m, norm_sums in zip(norms, sums[:-2].view(-1, 3)):
             m.update(norm_sums)
         s_sum, s_tokens = sums[-2:]
@@ -443,9 +426,8 @@ class GPT(nn.Module):
         for idx in batches:
             self(idx)
         self.train()  # (it runs before training)
-        for hook in hooks:
+        for m, hook in zip(norms, hooks):
             hook.remove()
-        for m in norms:
             m.set_divisor(torch.cat([s.flatten() for s in squares[m]]).mean().sqrt())
 
     def c_frozen(self):
@@ -463,9 +445,8 @@ class GPT(nn.Module):
         """Sample max_new_tokens after idx (B, T). With use_cache, a KV cache makes each new token one position's work
         until the sequence outgrows block_size; from there the window slides (nanoGPT's cropping), every position
         changes and the cached keys no longer apply, so each step re-reads the last block_size tokens."""
-        cache = None
-        if use_cache and idx.size(1) < self.config.block_size:  # a longer prompt crops from the start
-            cache = KVCache(self.config, idx.size(0), self.config.block_size, idx.device, self.lm_head.weight.dtype)
+        cache = (KVCache(self.config, idx.size(0), self.config.block_size, idx.device, self.lm_head.weight.dtype)
+                 if use_cache and idx.size(1) < self.config.block_size else None)  # longer prompts crop from the start
         step_input = idx
         for _ in range(max_new_tokens):
             if cache is not None and cache.pos + step_input.size(1) > self.config.block_size:
@@ -490,8 +471,7 @@ class GPT(nn.Module):
         run-state buffers, gamma_t, and lm_head (tied to wte); anything else missing or unexpected is refused."""
         missing, unexpected = self.load_state_dict(weights, strict=False)
         fresh = {n for n, _ in self.named_buffers()} | {n for n, _ in self.named_parameters() if 'weight_t' in n}
-        wrong = [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected
-        if wrong:
+        if wrong := [k for k in missing if k not in fresh | {'lm_head.weight'}] + unexpected:
             raise ValueError(f"the weights do not fit this GPT: {wrong[:5]} (of {len(wrong)} names)")
 
     @classmethod

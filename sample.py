@@ -1,8 +1,7 @@
 """Sample from a trained model: any nanotaper checkpoint (a baseline, TaperNorm at any gate, a folded model).
 $ python sample.py                                         # out-taper/ckpt.pt, the quick start's run
 $ python sample.py --ckpt=out-taper/ckpt_folded.pt --start="ROMEO:" --num_samples=2 --max_new_tokens=200
-$ python sample.py --out_dir=out-layernorm --start=FILE:prompt.txt --temperature=0   # greedy
-"""
+$ python sample.py --out_dir=out-layernorm --start=FILE:prompt.txt --temperature=0   # greedy"""
 import os
 import pickle
 from dataclasses import dataclass
@@ -81,8 +80,7 @@ def main(cfg):
     ctx = autocast(device, pick_dtype(cfg.dtype, device))
     model, ckpt = load_model(cfg.ckpt or os.path.join(cfg.out_dir, 'ckpt.pt'), device)
     encode, decode = load_codec(ckpt)
-    ids = encode(read_prompt(cfg.start))
-    if not ids:
+    if not (ids := encode(read_prompt(cfg.start))):
         raise UserError("the prompt is empty: give --start=text (nanoGPT's default is a newline)")
     model.eval()
     if cfg.compile:

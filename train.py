@@ -5,18 +5,15 @@ $ python train.py --init_from=resume --out_dir=out-taper     # continue a run ex
 $ python train.py config/finetune_taper.py                   # a new run from a trained model's weights
 On many GPUs, with DDP:
 $ torchrun --standalone --nproc_per_node=8 train.py config/owt_taper.py
-`python train.py --help` lists every key, its default and what it means.
-"""
+`python train.py --help` lists every key, its default and what it means."""
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 import numpy as np
 import torch
-from torch.distributed import barrier, destroy_process_group
 
 from checkpoint import KIND, save_checkpoint
 from configurator import run_main
@@ -97,8 +94,7 @@ class TrainConfig:
         validate(self)
 
 
-# ----------------------------------------------------------------------------------------------
-# The run: set-up (its plumbing, refusals and resume in train_setup.py), then the loop; the schedules follow it
+# ---- The run: set-up (its plumbing, refusals and resume in train_setup.py), then the loop; the schedules follow it
 
 def train(cfg):
     """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate and phase, wall time)."""
@@ -116,45 +112,40 @@ def train(cfg):
               f"({device}, {dtype}, {torch.get_num_threads()} CPU threads)")
     data_dir = prepare_data(cfg) if master else os.path.join(cfg.data_root, cfg.dataset)
     if ddp:
-        barrier()  # the other ranks wait while rank 0 prepares
-
+        torch.distributed.barrier()  # the other ranks wait while rank 0 prepares
     # the model, its optimizer and the mixed-precision scaler: fresh, or exactly as the checkpoint left them
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model, ckpt, source = init_model(cfg, data_dir)
+    raw_model, ckpt, source = init_model(cfg, data_dir)  # what checkpoints save: no `_orig_mod.`/`module.` prefix
+    gptconf = raw_model.config
     device_type = device.split(':')[0]
-    model.to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
+    adamw_args = (cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)  # fold_when_gone's too
+    raw_model.to(device)
+    optimizer = raw_model.configure_optimizers(*adamw_args)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    if model.config.removal == 'fakeln' and not ckpt:  # FakeLN's divisors, measured through the starting model (§11)
+    if gptconf.removal == 'fakeln' and not ckpt:  # FakeLN's divisors, measured through the starting model (§11)
         gen = torch.Generator().manual_seed(cfg.seed)  # on the held-out batches that evaluation reads
         with ctx:
-            model.measure_divisors([get_batch(data_dir, 'val', cfg.batch_size, cfg.block_size, gen, device)[0]
-                                    for _ in range(cfg.eval_iters)])
+            raw_model.measure_divisors([get_batch(data_dir, 'val', cfg.batch_size, cfg.block_size, gen, device)[0]
+                                        for _ in range(cfg.eval_iters)])
     iter_num = ckpt['iter_num'] if ckpt else 0
     best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
     del ckpt  # free the memory
-    raw_model = model  # checkpoints save raw_model: no `_orig_mod.` or `module.` prefixes
-    gptconf = model.config
-    if master:
-        source_note = f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})" if source else ""
-        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
-              f"removal={gptconf.removal}{source_note}")
     n_norms = len(raw_model.taper_norms())  # the norms that go
     model = wrap_model(raw_model, cfg, ddp, device)  # compiled, under DDP, as asked
-    resumed_at = iter_num if cfg.init_from == 'resume' else None
+    resumed_at = saved_at = iter_num if cfg.init_from == 'resume' else None  # saved_at: the iteration ckpt_path holds
     ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
-    saved_at = resumed_at  # the iteration ckpt_path holds
     if master:
+        source_note = f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})" if source else ""
+        print(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
+              f"removal={gptconf.removal}{source_note}")
         write_log = open_log(cfg, resumed_at, device=device_name(device), dtype=dtype, world_size=world_size,
                              model_args=asdict(gptconf), source=source)
-        warning = schedule_warning(cfg)
-        if warning:
+        if warning := schedule_warning(cfg):
             print(warning)
             write_log(dict(kind='warning', text=warning))
-
     # The loop. Iteration k sets g(k) (FakeLN: the norms removed by k) and the lr, takes step k and folds its
     # statistics into c; evaluations and checkpoints come between steps (a checkpoint at k holds g(k)), out of the
     # timings. So, at the edges:
@@ -166,27 +157,22 @@ def train(cfg):
     parts_sum = {}       # the loss parts summed over those iterations
     try:
         while True:
-            if gptconf.folded:
-                pass  # (fold_when_gone) no norm is left to schedule
-            elif gptconf.removal == 'fakeln':
+            if gptconf.removal == 'fakeln' and not gptconf.folded:  # (folded by fold_when_gone: no norm is left)
                 raw_model.remove_norms(norms_removed(iter_num, cfg.taper_start, cfg.taper_end, n_norms))
-            elif gptconf.scheduled:  # else g stays 1, unused
+            elif gptconf.scheduled and not gptconf.folded:  # else g stays 1, unused
                 raw_model.set_gate(get_gate(iter_num, cfg.taper_start, cfg.taper_end))
             if cfg.fold_when_gone and raw_model.phase() == 'gone' and not gptconf.folded:  # from here on, no norm
                 folded = fold_model(raw_model)
-                fresh = folded.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                                    device_type)
-                optimizer = carry_moments(raw_model, folded, optimizer, fresh)
+                optimizer = carry_moments(raw_model, folded, optimizer, folded.configure_optimizers(*adamw_args))
                 raw_model, gptconf = folded, folded.config
                 model = wrap_model(raw_model, cfg, ddp, device)
                 if master:
                     print(f"iteration {iter_num}: the norms are gone, folded away (fold_when_gone); on norm-free")
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
-                gate = raw_model.gate.item()
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-                      f"gate {gate:.3f}")
-                write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'], gate=gate))
+                g = raw_model.gate.item()
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, gate {g:.3f}")
+                write_log(dict(kind='eval', iter=iter_num, train=losses['train'], val=losses['val'], gate=g))
                 check_finite(losses['val'], iter_num, ckpt_path, saved_at)
                 summary['evals'].append(dict(iter=iter_num, **losses))
                 is_best = losses['val'] < best_val_loss
@@ -204,11 +190,10 @@ def train(cfg):
             lr = get_lr(iter_num, cfg)
             for group in optimizer.param_groups:
                 group['lr'] = lr
-            # forward/backward over the micro-steps, then one optimizer step
             seed = step_seed(cfg.seed, rank, iter_num)
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
-            for micro_step in range(accum_steps):
+            for micro_step in range(accum_steps):  # forward/backward over the micro-steps, then one optimizer step
                 X, Y = get_batch(data_dir, 'train', cfg.batch_size, cfg.block_size, gen, device)
                 if ddp:  # sync gradients on the last micro-step only
                     model.require_backward_grad_sync = micro_step == accum_steps - 1
@@ -216,8 +201,7 @@ def train(cfg):
                     _, loss, parts = model(X, Y)
                 for k, v in dict(parts, loss=loss.detach()).items():  # the log shows the means over micro-steps
                     parts_sum[k] = parts_sum.get(k, 0) + v / accum_steps
-                # the gradients of the micro-steps add up, so each loss is scaled to give their mean
-                scaler.scale(loss / accum_steps).backward()
+                scaler.scale(loss / accum_steps).backward()  # summed over the micro-steps, these give their mean
             with unfolded_coordinates(optimizer):  # (a folded model's weights stepped as before the fold, §7)
                 if cfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
@@ -248,21 +232,18 @@ def train(cfg):
     except KeyboardInterrupt:
         where = (f"{ckpt_path} holds iteration {saved_at}: continue with python train.py --init_from=resume "
                  f"--out_dir={cfg.out_dir}" if saved_at is not None else "no checkpoint was written yet")
-        sys.exit(f"interrupted at iteration {iter_num}; {where}")
-
+        raise SystemExit(f"interrupted at iteration {iter_num}; {where}")
     wall_s = time.time() - t_start
     if master and not cfg.eval_only:
         print(f"done: iteration {iter_num} in {wall_s:.0f} s (this process, evaluations included)")
         write_log(dict(kind='done', iter=iter_num, wall_s=wall_s))
     if ddp:
-        destroy_process_group()
-    summary.update(iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(), phase=raw_model.phase(),
-                   wall_s=wall_s)
-    return summary
+        torch.distributed.destroy_process_group()
+    return dict(summary, iter_num=iter_num, best_val_loss=best_val_loss, gate=raw_model.gate.item(),
+                phase=raw_model.phase(), wall_s=wall_s)
 
 
-# ----------------------------------------------------------------------------------------------
-# Schedules: pure functions of the iteration (METHOD.md §4), and what a run that tapers needs of them
+# ---- Schedules: pure functions of the iteration (METHOD.md §4), and what a run that tapers needs of them ----
 
 def get_lr(it, cfg):
     """nanoGPT's: a linear warmup for warmup_iters steps, a cosine down to min_lr at lr_decay_iters, then min_lr."""
@@ -287,8 +268,7 @@ def get_gate(it, taper_start, taper_end):
 def norms_removed(it, taper_start, taper_end, n):
     """FakeLN's schedule (§11): how many of its n norms are gone at iteration it. They go one at a time, norm i from
     iteration taper_start + ceil((i + 1) * (taper_end - taper_start) / n) on: the last at taper_end."""
-    window = taper_end - taper_start
-    return sum(it >= taper_start + math.ceil((i + 1) * window / n) for i in range(n))
+    return sum(it >= taper_start + math.ceil((i + 1) * (taper_end - taper_start) / n) for i in range(n))
 
 
 def schedule_warning(cfg):
@@ -309,8 +289,7 @@ def step_seed(seed, rank, it):
     return int(np.random.SeedSequence([seed, rank, it]).generate_state(1)[0])
 
 
-# ----------------------------------------------------------------------------------------------
-# What the run reports: evaluations and the log line
+# ---- What the run reports: evaluations and the log line --------------------------------------
 
 @torch.no_grad()
 def estimate_loss(model, cfg, data_dir, device, ctx):

@@ -1,9 +1,7 @@
 """What train.py needs around its loop, the plumbing of a run: the keys that make its model, the refusals of settings
 that cannot run, the config a resume or a fine-tune starts from, the processes under torchrun, the data, the model
-it starts from and the log. train.py reads as the method; this file is what any such training script needs.
-"""
+it starts from and the log. train.py reads as the method; this file is what any such training script needs."""
 import json
-import math
 import os
 import pickle
 import runpy
@@ -52,13 +50,12 @@ def validate(cfg):
                          "(init_from=<its ckpt.pt> or 'gpt2'), or set fakeln_divisor='ema'")
     if cfg.fold_when_gone and cfg.taper == 'off':
         raise ValueError("fold_when_gone=True folds the norms that taper away: set taper='internal' or 'all'")
-    start, end = cfg.taper_start, cfg.taper_end
-    fits = 0 <= start < end and (end <= cfg.max_iters or not training)
+    fits = 0 <= cfg.taper_start < cfg.taper_end and (cfg.taper_end <= cfg.max_iters or not training)
     if model_config(cfg).scheduled and not fits:
-        raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start={start}, "
-                         f"taper_end={end}, max_iters={cfg.max_iters}: set both inside the run, or leave them out "
-                         f"(then the taper starts after the warmup, warmup_iters={cfg.warmup_iters}, and takes half of "
-                         "the rest)")
+        raise ValueError(f"the gate schedule needs 0 <= taper_start < taper_end <= max_iters, got taper_start="
+                         f"{cfg.taper_start}, taper_end={cfg.taper_end}, max_iters={cfg.max_iters}: set both inside "
+                         f"the run, or leave them out (then the taper starts after the warmup, warmup_iters="
+                         f"{cfg.warmup_iters}, and takes half of the rest)")
 
 
 def saved_config(values, config_cls):
@@ -174,14 +171,13 @@ def finetune_model(cfg, data_dir, override):
     source, ckpt = load_model(cfg.init_from)
     args = source.config
     vocab_size = read_vocab_size(data_dir)
-    changed = [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]
     refuse = f"init_from={cfg.init_from}: "
     if args.folded:
         raise UserError(refuse + "it holds a folded model: fine-tune the checkpoint it was folded from")
     if args.taper != 'off':
         raise UserError(refuse + f"its model already tapers (taper={args.taper!r}): start from a baseline's "
                         "checkpoint (taper='off'), or continue that run with --init_from=resume")
-    if changed:
+    if changed := [key for key in SHAPE_KEYS if getattr(cfg, key) != getattr(args, key)]:
         raise UserError(refuse + f"its model has {', '.join(f'{k}={getattr(args, k)!r}' for k in changed)}, this run "
                         f"asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}: a fine-tune keeps its "
                         "model's shape and norm (drop those keys, or train from scratch)")
@@ -189,8 +185,7 @@ def finetune_model(cfg, data_dir, override):
         raise UserError(refuse + f"its vocabulary has {args.vocab_size} tokens, dataset {cfg.dataset!r} {vocab_size}: "
                         "fine-tune on data in the model's own vocabulary")
     if os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, 'ckpt.pt')):
-        raise UserError(refuse + "it is out_dir's own checkpoint, which this run would overwrite: give the new run "
-                        "another --out_dir")
+        raise UserError(refuse + "it is out_dir's own checkpoint, which the run would overwrite: use another --out_dir")
     model = GPT(replace(args, **override))
     model.load_weights(dict(source.named_parameters()))
     return model, None, dict(ckpt=os.path.abspath(cfg.init_from), iter=ckpt.get('iter_num'))
@@ -220,7 +215,7 @@ def open_log(cfg, resumed_at, **header):
 
 def check_finite(loss, it, ckpt_path, saved_at):
     """A nan or inf loss means the run diverged: stop before a checkpoint can save it."""
-    if not math.isfinite(loss):
+    if not np.isfinite(loss):
         kept = f"{ckpt_path} still holds iteration {saved_at}" if saved_at is not None else "no checkpoint was written"
         raise UserError(f"the loss is {loss} at iteration {it}: the run diverged ({kept}); lower --learning_rate, "
                         "or give the taper more steps (--taper_end), and train again")
