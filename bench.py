@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from configurator import UserError, run_main
-from fold import fold_model
+from fold import fold_model, fold_pairs, unfolded_coordinates
 from model import GPT, GPTConfig, KVCache
 from runtime import autocast, device_name, git_commit, pick_device, pick_dtype
 
@@ -131,8 +131,13 @@ def make_step(mode, model, B, T, cfg, device, ctx):
         with ctx:
             loss = model(idx, targets)[1]
         loss.backward()
-        optimizer.step()
+        with unfolded_coordinates(optimizer):  # a folded model's weights: stepped as fold_when_gone steps them
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if model.config.folded:  # AdamW's state made by one step, then the column scales join it (any values cost alike)
+        step()
+        for weight in [model.get_parameter(f'{linear}.weight') for _, _, linear in fold_pairs(model)]:
+            optimizer.state[weight]['fold_scale'] = weight.new_ones(weight.size(1))
     return step, B * T
 
 

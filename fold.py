@@ -2,7 +2,7 @@
 $ python fold.py                                 # out-taper/ckpt.pt (the quick start's) -> out-taper/ckpt_folded.pt
 $ python fold.py --ckpt=out-all_taper/ckpt.pt
 At g = 0 every TaperNorm is the affine map L(h) = c * (h - mu) * gamma_t + beta (RMS: no mu, no beta), so
-Linear(L(h)) is one Linear with new weights. The functions below are pure: they return new tensors and models."""
+Linear(L(h)) is one Linear with new weights: fold_model makes a new model (--fold_when_gone: train.py trains on)."""
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -44,7 +44,7 @@ def fold_refusal(model):
     if cfg.taper == 'off':
         return f"taper='off': this {cfg.norm} baseline keeps its norms, there is nothing to fold (train with taper)"
     if cfg.folded:
-        return "this model is already folded"
+        return "this model is already folded (by fold.py, or while training: fold_when_gone)"
     if model.phase() != 'gone':
         where = (f"{int(model.removed)} of its {len(model.taper_norms())} norms are removed" if cfg.removal == 'fakeln'
                  else f"the gate is {model.gate.item():.4g}, not 0")
@@ -99,24 +99,26 @@ def carry_moments(model, folded, optimizer, new_optimizer):
 
 
 @contextmanager
-@torch.no_grad()  # (the caller's block keeps its own grad mode)
+@torch.no_grad()  # around the generator's own code only: the caller's block keeps its grad mode
 def unfolded_coordinates(optimizer):
-    """Within it a folded weight W' = W diag(a) is W and its gradient dL/dW = dL/dW' diag(a): clipping and AdamW step
-    the folded model as they stepped the g = 0 model, c, gamma_t (and beta) held. Stepped as W', column j would move
-    1 / |a_j| times as far and weight decay pull W', not W (§7). Leaving, it is W' again (each way rounds once)."""
+    """Within it each folded weight is W' / a, its gradient dL/dW' * a (left so: zero_grad follows): for RMSNorm,
+    W' = W diag(a), exactly W and dL/dW, so clipping and AdamW step the folded model as they stepped the g = 0 model,
+    c and gamma_t held (LayerNorm: near it, §7). Stepped as W', column j would move 1 / |a_j| times as far."""
     scaled = [(p, state['fold_scale']) for p, state in optimizer.state.items() if 'fold_scale' in state]
     for p, a in scaled:
         p.div_(a)
         p.grad.mul_(a)
-    yield
-    for p, a in scaled:
-        p.mul_(a)
+    try:
+        yield
+    finally:  # W' again, whatever the block raised (the division and the product round once each)
+        for p, a in scaled:
+            p.mul_(a)
 
 
 def main(cfg):
     model, ckpt = load_model(cfg.ckpt)
     reason = fold_refusal(model)
-    if model.config.norm == 'none':  # not an error: the model is norm-free as it stands
+    if model.config.norm == 'none' or model.config.folded:  # not an error: it is norm-free as it stands
         print(f"{cfg.ckpt}: {reason}; sample.py and bench.py take it as it is")
         return None
     if reason and model.config.taper != 'off' and model.phase() != 'gone':
@@ -135,8 +137,7 @@ def main(cfg):
     x, y = x[:, :-1], x[:, 1:].contiguous()                            # inputs and next-token targets
     logits, _, parts = model(x, y)
     logits_f, _, parts_f = folded(x, y)
-    kind = 'FakeLN' if model.config.removal == 'fakeln' else 'TaperNorm'
-    print(f"folded {len(model.taper_norms())} norms ({kind}): {model.get_num_params():,} -> "
+    print(f"folded {len(model.taper_norms())} norms (by {model.config.removal}): {model.get_num_params():,} -> "
           f"{folded.get_num_params():,} parameters; on {cfg.batch_size} x {T} tokens ({source}):")
     print(f"  max |logit difference| {(logits - logits_f).abs().max().item():.3e} (logits up to "
           f"{logits.abs().max().item():.2f}); loss {parts['ce'].item():.6f} -> {parts_f['ce'].item():.6f}")

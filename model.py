@@ -276,10 +276,9 @@ class GPT(nn.Module):
         self.register_buffer('s_ema', torch.zeros(()))                     # EMA of the batch-mean s(h)
         self.register_buffer('s_tgt', torch.tensor(float(config.anchor_target or 0.0)))  # the anchor's target (§6)
         self.register_buffer('s_acc', torch.zeros(2), persistent=False)    # this step's sum of s, tokens
-        # Python-side state, from the phase by apply_phase (Python values, so compile sees each regime as its graph)
+        # Python-side state: collecting_s (training forwards feed the EMA of s) and anchoring (the anchor term is on),
+        # from the phase by apply_phase (Python values, so compile sees each regime as its graph), and
         self.g = 1.0              # the gate as set_gate got it: the float32 buffer rounds g = 1 - 1e-9 to 1
-        self.collecting_s = True  # training forwards feed the EMA of s (until c freezes, §3; s_tgt's source, §6)
-        self.anchoring = False   # the anchor term is on (a fixed target, or s_tgt frozen once the norms go, §6)
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
             if pn.endswith('c_proj.weight'):

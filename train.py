@@ -28,7 +28,6 @@ RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the s
 @dataclass
 class TrainConfig:
     # The defaults are nanoGPT's: GPT-2 124M on OpenWebText with LayerNorm, nothing tapering. config/ varies them.
-    # I/O
     out_dir: str = 'out'                 # checkpoint (ckpt.pt) and log (log.jsonl) of the run
     eval_interval: int = 2000            # iterations between evaluations, each followed by a checkpoint
     log_interval: int = 1                # iterations between log lines
@@ -40,7 +39,6 @@ class TrainConfig:
     wandb_log: bool = False              # also log to Weights & Biases (pip install wandb)
     wandb_project: str = 'nanotaper'     # its project
     wandb_run_name: str = 'run'          # its run name
-    # data
     dataset: str = 'openwebtext'         # reads <data_root>/<dataset>/{train,val}.bin
     data_root: str = 'data'              # the folder holding the datasets
     gradient_accumulation_steps: int = 40  # micro-steps per optimizer step, over all processes
@@ -75,7 +73,6 @@ class TrainConfig:
     # the gate (METHOD.md §4): 1 through taper_start, a half cosine down to 0 at taper_end (FakeLN: a staircase)
     taper_start: int | None = None       # the last step at g = 1; None: the end of the lr warmup (0 if not decay_lr)
     taper_end: int | None = None         # where the gate reaches 0; None: half-way through the steps after taper_start
-    # system
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
     compile: bool = False                # torch.compile the model
@@ -167,7 +164,7 @@ def train(cfg):
                 raw_model, gptconf = folded, folded.config
                 model = wrap_model(raw_model, cfg, ddp, device)
                 if master:
-                    print(f"iteration {iter_num}: the norms are gone, folded away (fold_when_gone); on norm-free")
+                    print(f"iteration {iter_num}: the norms are gone, folded away (fold_when_gone); training norm-free")
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
                 g = raw_model.gate.item()
@@ -186,7 +183,6 @@ def train(cfg):
                 t_log = time.time()  # keep eval out of the training timings
             if iter_num >= cfg.max_iters or cfg.eval_only:
                 break
-
             lr = get_lr(iter_num, cfg)
             for group in optimizer.param_groups:
                 group['lr'] = lr
@@ -211,7 +207,6 @@ def train(cfg):
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips gamma_t while g = 1
             raw_model.update_calibration()          # this step's statistics into the EMAs of the norms collecting
             iter_num += 1
-
             # log the mean over the iterations since the last line (the .item() calls sync the device)
             if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
                 n = iter_num - iter_log

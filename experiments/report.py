@@ -168,8 +168,8 @@ def provenance(runs):
 
 
 def main_job(runs):
-    """The runs of the main job as config/taper.py sets it: no fine-tune, no other width or length."""
-    return [r for r in runs if not r['source'] and '-8x' not in r['variant'] and '-it' not in r['variant']]
+    """The runs of the main job as config/taper.py sets it: no fine-tune, no other width, length or recipe (a fold)."""
+    return [r for r in runs if not r['source'] and not any(k in r['variant'] for k in ('-8x', '-it', '_fold'))]
 
 
 def tables(runs):
@@ -306,10 +306,10 @@ def fold_table(runs):
     rates = sorted({r['learning_rate'] for r in runs if r['variant'] == fold})
     if not rates:
         return '', ''
-    lines = ["The default (taper_ln_follow, lr 0.004) against the same run folded at g = 0 and trained on norm-free "
-             "from there (--fold_when_gone=True), paired by seed with a 95% interval:", ""]
+    lines = ["--fold_when_gone=True: the default run (taper_ln_follow, lr 0.004: the results' first table) folded at "
+             "g = 0 and trained on norm-free from there, each step in the coordinates of the weights before the fold "
+             "(METHOD.md §7); paired by seed with the default, with a 95% interval, at its rate and either side:", ""]
     lines += head(*VS, 'vs taper_ln_follow (paired)', '95% CI', 'relative')
-    lines.append(vs_row(runs, {base: 4e-3}, base, base))
     lines += [vs_row(runs, {base: 4e-3, fold: lr}, fold, base) for lr in rates]
     shown = [r for r in runs if (r['variant'], r['learning_rate']) == (base, 4e-3) or r['variant'] == fold]
     return '', '\n'.join(lines + provenance(shown)) + '\n'

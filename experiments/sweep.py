@@ -2,10 +2,10 @@
 config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-s<seed>. Runs finished (or diverged)
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
-seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); fold (it
-folded at g = 0, §7, 6 seeds and two rates either side); source (the
-converged LayerNorm models, 6 seeds), removal_lr and removal (removing their norms in eight ways, METHOD.md §11, each
-removal folded and its check added to its log).
+seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); fold (the
+default folded at g = 0 and trained on, §7: 6 seeds, 2 at a rate either side); source (the converged LayerNorm
+models, 6 seeds), removal_lr and removal (removing their norms in eight ways, METHOD.md §11, each removal folded and
+its check added to its log).
 $ python experiments/sweep.py --stage=all --jobs=2 && python experiments/report.py   # two runs at a time
 """
 import json

@@ -143,6 +143,17 @@ def test_a_folded_step_is_the_step_of_the_g0_model_with_its_scaling_held():
     assert opt_folded.state[folded.transformer.h[0].attn.c_attn.weight]['step'] == 6
 
 
+def test_unfolded_coordinates_gives_the_folded_weights_back_whatever_its_block_raises():
+    weight = torch.nn.Parameter(torch.full((2, 3), 6.0, dtype=torch.float64))
+    weight.grad = torch.ones_like(weight)
+    optimizer = torch.optim.AdamW([weight])
+    optimizer.state[weight]['fold_scale'] = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    with pytest.raises(KeyboardInterrupt), unfolded_coordinates(optimizer):
+        assert weight.tolist() == [[6.0, 3.0, 2.0]] * 2 and weight.grad.tolist() == [[1.0, 2.0, 3.0]] * 2
+        raise KeyboardInterrupt
+    assert weight.tolist() == [[6.0] * 3] * 2            # W' again (6 / 3 * 3 is exact in floats)
+
+
 @pytest.mark.parametrize('gate', [1.0, 0.3, 1e-6])
 def test_fold_refuses_an_open_gate(gate):
     model = tapered_model(gate=gate)
@@ -204,4 +215,7 @@ def test_cli_refusals(tmp_path, capsys):
     # a never-normalized model is reported, not refused
     assert fold_main(FoldConfig(ckpt=save(tapered_model('none', 'off'), tmp_path / 'none.pt', tmp_path))) is None
     assert 'needs no fold' in capsys.readouterr().out
+    folded = fold_model(tapered_model())                 # as fold_when_gone leaves it: reported, not refused
+    assert fold_main(FoldConfig(ckpt=save(folded, tmp_path / 'folded.pt', tmp_path))) is None
+    assert 'already folded' in capsys.readouterr().out
     assert not os.path.exists(tmp_path / 'ckpt_folded.pt')
