@@ -137,7 +137,7 @@ def train(cfg):
     if master:
         source_note = f"; fine-tuning {source['ckpt']} (its iteration {source['iter']})" if source else ""
         print(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, norm={gptconf.norm}, taper={gptconf.taper}, "
-              f"removal={gptconf.removal}{source_note}")
+              f"removal={gptconf.removal}, folded={gptconf.folded}{source_note}")
         write_log = open_log(cfg, resumed_at, device=device_name(device), dtype=dtype, world_size=world_size,
                              model_args=asdict(gptconf), source=source)
         if warning := schedule_warning(cfg):

@@ -64,8 +64,8 @@ def saved_config(values, config_cls):
     init_from = values.get('init_from', '')
     if init_from.endswith('.pt'):
         if not os.path.isfile(init_from):
-            raise UserError(f"init_from={init_from}: no checkpoint there to fine-tune; train the baseline first "
-                            "(python train.py config/layernorm.py writes out-layernorm/ckpt.pt), or point at one")
+            raise UserError(f"init_from={init_from}: no checkpoint there to fine-tune; train a baseline there first "
+                            f"(config/layernorm.py --out_dir={os.path.dirname(init_from) or '.'}), or point at one")
         args = load_checkpoint(init_from, mmap=True)['model_args']
         return {key: args[key] for key in SHAPE_KEYS if key in args}
     if init_from != 'resume':
@@ -173,7 +173,7 @@ def finetune_model(cfg, data_dir, override):
     vocab_size = read_vocab_size(data_dir)
     refuse = f"init_from={cfg.init_from}: "
     if args.folded:
-        raise UserError(refuse + "it holds a folded model: fine-tune the checkpoint it was folded from")
+        raise UserError(refuse + "it holds a folded model (by fold.py or fold_when_gone): fine-tune an unfolded one")
     if args.taper != 'off':
         raise UserError(refuse + f"its model already tapers (taper={args.taper!r}): start from a baseline's "
                         "checkpoint (taper='off'), or continue that run with --init_from=resume")

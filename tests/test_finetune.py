@@ -291,7 +291,7 @@ def test_a_run_from_a_checkpoint_refuses_what_it_cannot_start_from_in_one_line(s
             '--warmup_iters=1', '--lr_decay_iters=4', '--gradient_accumulation_steps=1', '--batch_size=4',
             '--eval_iters=2', '--taper=internal', f'--out_dir={tmp_path / "ft"}']
     assert_one_error_line(cli('train.py', f'--init_from={tmp_path / "nowhere.pt"}', *data), 'no checkpoint there',
-                          'python train.py config/layernorm.py')             # the baseline that fine-tunes start from
+                          f'config/layernorm.py --out_dir={tmp_path}')       # the baseline, where it was looked for
     assert_one_error_line(cli('train.py', '--init_from=source/ckpt', *data), 'init_from', '.pt')
     assert_one_error_line(cli('train.py', f'--init_from={source}', '--n_layer=3', *data),
                           'n_layer=2', 'n_layer=3', 'keeps its model')
