@@ -32,7 +32,7 @@ def coerce(key, value, typ, source):
         return str(value)  # --out_dir=123 names the folder '123'
     if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
         return value
-    raise UserError(f"{source}: {key} must be {typ.__name__}, got {value!r}")
+    raise UserError(f"{source}: {key} must be {'True or False' if typ is bool else typ.__name__}, got {value!r}")
 
 
 def read_file(path, seen=()):

@@ -56,7 +56,7 @@ def test_values_are_typed():
                                         ('True', True), ('0', None), ('1', None)])
 def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
     if value is None:                                                   # 0 and 1 are ints, not bools: refused
-        with pytest.raises(UserError, match='compile must be bool'):
+        with pytest.raises(UserError, match='compile must be True or False'):
             parse_config(TrainConfig, [f'--compile={text}'])
     else:
         assert parse_config(TrainConfig, [f'--compile={text}']).compile is value
@@ -64,7 +64,7 @@ def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
 
 @pytest.mark.parametrize('args,words', [
     (['--max_iters=1.5'], ['max_iters', 'int']),
-    (['--compile=maybe'], ['compile', 'bool']),
+    (['--compile=maybe'], ['compile', 'True or False']),
     (['--batch_size=True'], ['batch_size', 'int']),
     (['--learnin_rate=1e-3'], ['learnin_rate', "did you mean 'learning_rate'"]),
     (['--n_layer'], ['--key=value']),
