@@ -94,7 +94,7 @@ def carry_moments(model, folded, optimizer, new_optimizer):
     for name, p in filter(lambda named: named[0] in state, folded.named_parameters()):
         new_optimizer.state[p] = {key: value.clone() for key, value in state[name].items()}
         if name in scales:
-            new_optimizer.state[p]['fold_scale'] = scales[name].clone()  # (in,): checkpoints carry it with the moments
+            new_optimizer.state[p]['fold_scale'] = scales[name]  # (in,): checkpoints carry it with the moments
     return new_optimizer
 
 

@@ -431,8 +431,7 @@ class GPT(nn.Module):
 
     def c_frozen(self):
         """No c and no EMA of s follows the stream now: once the norms are gone (the paper's rule: once they go)."""
-        norms = self.taper_norms()
-        return (bool(norms) or self.config.folded) and not self.collecting_s and not any(m.collecting for m in norms)
+        return self.config.taper != 'off' and not (self.collecting_s or any(m.collecting for m in self.taper_norms()))
 
     def s_mean(self):
         """The EMA of s, bias-corrected: the anchor's s_tgt while the norms are whole (§6); once collecting stops, s as
