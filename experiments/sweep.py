@@ -3,9 +3,9 @@ config/finetune_taper.py) plus a few overrides, in out-sweep/<variant>-lr<rate>-
 here or archived in results/logs are skipped, interrupted ones resumed: run a stage again to go on. The stages:
 lr (the main variants x rates x 2 seeds; a best rate at an edge widens the range), best (each at its best rate, 6
 seeds), ablation, schedule; size_lr and size (8 layers, three widths); robust (the default schedule, §4); fold (the
-default folded at g = 0 and trained on, §7: 6 seeds, 2 at a rate either side); source (the converged LayerNorm
-models, 6 seeds), removal_lr and removal (removing their norms in eight ways, METHOD.md §11, each removal folded and
-its check added to its log).
+default folded at g = 0 and trained on, §7: 6 seeds, 2 at a rate either side; from RMSNorm, 6 seeds paired); source
+(the converged LayerNorm models, 6 seeds), removal_lr and removal (removing their norms in eight ways, METHOD.md §11,
+each removal folded and its check added to its log).
 $ python experiments/sweep.py --stage=all --jobs=2 && python experiments/report.py   # two runs at a time
 """
 import json
@@ -34,6 +34,8 @@ VARIANTS = {  # name -> overrides of config/taper.py
     'taper_ln_follow': dict(),                               # the default: c follows its statistics to g = 0
     'taper_ln_follow400': dict(PAPER, follow_c=True),        # ... calibrating where the paper's rule did
     'taper_ln_follow_fold': dict(fold_when_gone=True),        # ... folded at g = 0, then trained on norm-free (§7)
+    'taper_rms_follow': dict(norm='rmsnorm'),                # the default from RMSNorm, where that fold is exact
+    'taper_rms_follow_fold': dict(norm='rmsnorm', fold_when_gone=True),
 }
 # (taper_ln_start_auto and taper_ln-8x*, archived in results/logs, froze c where s levelled off: a rule since
 # replaced; commit 76952c3 runs them)
@@ -68,7 +70,8 @@ GRID = {'robust': (  # stage -> (variant, lr, seeds): the default against layern
     ('taper_ln_follow-8x64', 8e-3, 6), ('taper_ln_follow-8x64', 1.6e-2, 3), ('layernorm-8x64', 1.6e-2, 3),
     ('taper_ln_follow-8x256', 1e-3, 6),
     *((f'{v}-it4000', 4e-3, 3) for v in ('layernorm', 'taper_ln_follow'))), 'source': ((*SOURCE, 6),),
-    'fold': (('taper_ln_follow_fold', 4e-3, 6), ('taper_ln_follow_fold', 2e-3, 2), ('taper_ln_follow_fold', 8e-3, 2))}
+    'fold': (('taper_ln_follow_fold', 4e-3, 6), ('taper_ln_follow_fold', 2e-3, 2), ('taper_ln_follow_fold', 8e-3, 2),
+             ('taper_rms_follow', 4e-3, 6), ('taper_rms_follow_fold', 4e-3, 6))}
 AT_BEST = {'ablation': (('all_taper_anchor', 'all_taper', 'none_anchor', 'none'), 3),  # stage -> (variants, seeds)
            'schedule': (('taper_ln_start100', 'taper_ln_start200', 'taper_ln_start600'), 6)}
 STAGES = ('lr', 'best', 'ablation', 'schedule', 'size_lr', 'size', 'robust', 'fold', 'source', 'removal_lr', 'removal')
