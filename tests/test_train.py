@@ -113,6 +113,20 @@ def test_fold_when_gone_folds_at_the_first_step_at_gate_zero_and_trains_on_norm_
     assert m.config.folded and m.taper_norms() == [] and summary['iter_num'] == 10
 
 
+def test_a_run_resumed_past_gate_zero_with_fold_when_gone_folds_at_its_first_step(shakespeare_slice, tmp_path, capsys):
+    """A run trained without fold_when_gone and resumed with it past taper_end folds before its first step there; the
+    model it evaluates there computes what the checkpoint's does (to float32 rounding, as above)."""
+    kw = dict(taper='internal', taper_start=2, taper_end=6, lr_decay_iters=12, eval_interval=4)
+    train(run_config(shakespeare_slice, tmp_path, max_iters=8, always_save_checkpoint=True, **kw))
+    summary = train(run_config(shakespeare_slice, tmp_path, max_iters=10, init_from='resume', fold_when_gone=True,
+                               always_save_checkpoint=True, **kw))
+    assert 'iteration 8: the norms are gone, folded away' in capsys.readouterr().out
+    at_8 = [r['val'] for r in read_log(tmp_path) if r['kind'] == 'eval' and r['iter'] == 8]  # unfolded, then folded
+    assert len(at_8) == 2 and at_8[1] == pytest.approx(at_8[0], rel=1e-5)
+    assert GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))).config.folded
+    assert summary['iter_num'] == 10
+
+
 def test_the_log_line_says_runaway_once_s_has_outgrown_the_frozen_c_fourfold():
     rec = dict(iter=9, loss=2.0, ce=2.0, anchor=0.0, gate=0.0, lr=1e-3, ms=5.0, s=8.0, logit_norm=20.0)
     assert 'RUNAWAY' not in train_module.log_line(rec, 100)                   # c still following: no s_drift
