@@ -152,18 +152,23 @@ def test_the_robust_table_pairs_each_setting_and_shows_the_worst_same_seed_scale
     assert report.robust_tables(report.load_runs(tmp_path / 'nothing')) == ('', '')
 
 
-def test_the_fold_table_pairs_fold_when_gone_with_the_default_run_it_continues(tmp_path):
+def test_the_fold_table_pairs_fold_when_gone_with_the_explicit_run_it_continues(tmp_path):
     for seed, (taper, fold) in zip((1, 2, 3), [(1.70, 1.71), (1.72, 1.74), (1.71, 1.72)]):
         write_log(tmp_path / f'taper_ln_follow-lr0.004-s{seed}', 4e-3, seed, taper)
         write_log(tmp_path / f'taper_ln_follow_fold-lr0.004-s{seed}', 4e-3, seed, fold)
     write_log(tmp_path / 'taper_ln_follow_fold-lr0.008-s1', 8e-3, 1, 1.80)  # one seed: no interval
     write_log(tmp_path / 'taper_ln_follow-lr0.008-s1', 8e-3, 1, 1.60)       # not the default's rate: not shown
+    for seed, (taper, fold) in zip((1, 2), [(1.80, 1.80), (1.90, 1.92)]):  # from RMSNorm, against its own
+        write_log(tmp_path / f'taper_rms_follow-lr0.004-s{seed}', 4e-3, seed, taper)
+        write_log(tmp_path / f'taper_rms_follow_fold-lr0.004-s{seed}', 4e-3, seed, fold)
     text = report.fold_table(report.load_runs(tmp_path))[1]
     rows = [line for line in text.splitlines() if line.startswith('| taper')]
     assert rows == ["| taper_ln_follow_fold | 0.004 | 3 | 1.7233 ± 0.0153 | +0.0133 (3 seeds) | [-0.0010, +0.0277] | "
                     "+0.78% |",  # the differences: 0.01, 0.02, 0.01
-                    "| taper_ln_follow_fold | 0.008 | 1 | 1.8000 ± 0.0000 |  |  |  |"]
-    assert "7 runs of 20 iterations" in text
+                    "| taper_ln_follow_fold | 0.008 | 1 | 1.8000 ± 0.0000 |  |  |  |",
+                    "| taper_rms_follow_fold | 0.004 | 2 | 1.8600 ± 0.0849 | +0.0100 (2 seeds) | [-0.1171, +0.1371] | "
+                    "+0.54% |"]  # 0 and 0.02: t(1 dof) 12.706 x 0.01414 / sqrt(2); 0.01 of 1.85
+    assert "11 runs of 20 iterations" in text
     assert report.fold_table(report.load_runs(tmp_path / 'nothing')) == ('', '')
 
 
