@@ -18,7 +18,8 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 from configurator import UserError, run_main  # noqa: E402
 
-PAIRS = (('taper_ln_follow', 'layernorm'), ('taper_ln', 'layernorm'), ('taper_rms', 'rmsnorm'))  # taper, baseline
+PAIRS = (('taper_ln_follow', 'layernorm'), ('taper_ln', 'layernorm'), ('taper_rms_follow', 'rmsnorm'),
+         ('taper_rms', 'rmsnorm'))  # (taper, baseline)
 REMOVALS = {  # section -> (the control, the ways of removing the norms, the pairs head to head): METHOD.md §11
     'removal': ('remove_layernorm', ('remove_taper', 'remove_fakeln', 'remove_fakeln_ema', 'remove_all_taper_anchor',
                                      'remove_fakeln_all', 'remove_fakeln_aux', 'remove_fakeln_aux_ema'),
@@ -177,11 +178,11 @@ def tables(runs):
     the tuning, the final norm, the calibration point."""
     best = best_rates(runs := main_job(runs))
     tuning = lr_table(runs, ('layernorm', 'rmsnorm', 'taper_ln', 'taper_rms'), best, "Training while the norms taper")
-    table = ["Each variant at its own best learning rate (results/results.md: every rate tried; taper_ln_follow, the "
-             "default, at taper_ln's), against its baseline, paired by seed (same initial weights and batches), with a "
-             "95% confidence interval (Student's t); ± is the standard deviation over the seeds. taper_ln_follow: c "
-             "follows its statistics to g = 0, the gate closing from the warmup's end to half-way through the rest; "
-             "taper_ln and taper_rms: the paper's rule, c frozen at 400, g = 0 at 1000:", ""]
+    table = ["Each variant at its own best learning rate (results/results.md: every rate tried; the defaults, "
+             "taper_ln_follow and taper_rms_follow, at the paper's rule's), against its baseline, paired by seed (same "
+             "initial weights and batches), with a 95% confidence interval (Student's t); ± is the standard deviation "
+             "over the seeds. _follow: c follows its statistics to g = 0, the gate closing from the warmup's end to "
+             "half-way through the rest; taper_ln and taper_rms: the paper's rule, c frozen at 400, g = 0 at 1000:", ""]
     table += head(*VS, 'vs baseline (paired)', '95% CI', 'relative')
     # each baseline once, above its first taper (dict keys keep the first of equal rows, in order)
     shown = list(dict.fromkeys((v, b) for a, b in PAIRS for v in (b, a) if a in best and b in best))

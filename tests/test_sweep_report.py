@@ -175,13 +175,15 @@ def test_the_fold_table_pairs_fold_when_gone_with_the_explicit_run_it_continues(
 def test_every_calibration_point_runs_at_taper_lns_rate_and_one_that_diverged_shows_as_nan(tmp_path):
     for seed, (ln, taper, early, found) in zip((1, 2), [(1.70, 1.72, 2.1, 1.73), (1.71, 1.72, float('nan'), 1.74)]):
         for variant, final in (('layernorm', ln), ('taper_ln', taper), ('taper_ln_start100', early),
-                               ('taper_ln_start_auto', found), ('taper_ln_follow', taper)):
+                               ('taper_ln_start_auto', found), ('taper_ln_follow', taper), ('rmsnorm', ln),
+                               ('taper_rms', taper), ('taper_rms_follow', taper)):
             write_log(tmp_path / f'{variant}-lr0.004-s{seed}', 4e-3, seed, final)
     with open(tmp_path / 'taper_ln_start_auto-lr0.004-s2' / 'log.jsonl', 'a') as f:  # each seed finds its own point
         f.write(json.dumps(dict(kind='calibrate', taper_start=7, taper_end=12)) + '\n')
     more, readme = report.tables(report.load_runs(tmp_path))
     rows = [line.split(' | ')[0] for line in readme.splitlines() if line.startswith('| ') and '---' not in line]
-    assert rows == ['| variant', '| layernorm', '| taper_ln_follow', '| taper_ln']  # the baseline once, above both
+    assert rows == ['| variant', '| layernorm', '| taper_ln_follow', '| taper_ln',  # each baseline once, above both
+                    '| rmsnorm', '| taper_rms_follow', '| taper_rms']
     text = more                                                          # results.md's, under the README's table
     assert "| taper_ln_start100 | 0.004 | 2 | nan ± nan |  |  |  | 4 |" in text      # not left out: it diverged
     assert "| taper_ln_start_auto | 0.004 | 2 | 1.7350 ± 0.0071 | +0.0150 (2 seeds) |" in text and "| 4/7 |" in text
