@@ -108,6 +108,13 @@ def test_fold_is_exact_in_float64(norm, taper, bias, removal):
     assert folded.get_num_params(False) == model.get_num_params(False) - removed + added
 
 
+def test_a_fold_keeps_the_mode_of_the_model_it_folds():
+    """fold.py compares model.eval() with its fold, which must not drop out what the model keeps; fold_when_gone
+    folds a training model and trains on."""
+    for training in (False, True):
+        assert fold_model(tapered_model().train(training)).training == training
+
+
 def test_a_folded_step_is_the_step_of_the_g0_model_with_its_scaling_held():
     """Fold during training: AdamW's state carried over (carry_moments), each step taken in the coordinates of the
     weights before the fold (unfolded_coordinates), the folded run is the g = 0 run with gamma_t held (RMSNorm: no
@@ -141,6 +148,24 @@ def test_a_folded_step_is_the_step_of_the_g0_model_with_its_scaling_held():
     for (name, p), q in zip(folded.named_parameters(), refolded.parameters()):
         assert_close(p, q, rtol=0, atol=1e-12, msg=lambda text: f'{name}: {text}')  # a few hundred roundings of 1e-16
     assert opt_folded.state[folded.transformer.h[0].attn.c_attn.weight]['step'] == 6
+
+
+def test_all_tapers_untied_lm_head_starts_from_the_moments_it_shared_with_wte():
+    """All-Taper: lm_head is wte until the fold unties it; the untied copy takes the tied matrix's AdamW state (a copy,
+    so the two then step apart) and ln_f's column scales."""
+    model = tapered_model('rmsnorm', 'all').train()
+    adamw = dict(weight_decay=0.1, learning_rate=1e-2, betas=(0.9, 0.95), device_type='cpu')
+    opt = model.configure_optimizers(**adamw)
+    idx = torch.randint(V, (2, 16), generator=torch.Generator().manual_seed(3))
+    model(idx, idx)[1].backward()
+    opt.step()
+    folded = fold_model(model)
+    new = carry_moments(model, folded, opt, folded.configure_optimizers(**adamw))
+    shared, head = opt.state[model.transformer.wte.weight], new.state[folded.lm_head.weight]
+    for key in ('step', 'exp_avg', 'exp_avg_sq'):
+        assert torch.equal(head[key], shared[key]) and head[key] is not shared[key], key
+    ln_f = model.transformer.ln_f
+    assert torch.equal(head['fold_scale'], ln_f.c * ln_f.weight_t)
 
 
 def test_unfolded_coordinates_gives_the_folded_weights_back_whatever_its_block_raises():
@@ -183,11 +208,12 @@ def save(model, path, data_root, iter_num=1000):
     return str(path)
 
 
-@pytest.mark.parametrize('with_val', [False, True])
-def test_cli_writes_a_folded_checkpoint(tmp_path, capsys, with_val):
-    if with_val:
+@pytest.mark.parametrize('val_tokens', [0, 4 * 16 - 1, 200])  # none, one short of a batch of 4 x 16, enough
+def test_cli_writes_a_folded_checkpoint(tmp_path, capsys, val_tokens):
+    with_val = val_tokens >= FoldConfig.batch_size * 16
+    if val_tokens:
         os.makedirs(tmp_path / 'ds')
-        np.random.default_rng(0).integers(V, size=200).astype(np.uint16).tofile(tmp_path / 'ds' / 'val.bin')
+        np.random.default_rng(0).integers(V, size=val_tokens).astype(np.uint16).tofile(tmp_path / 'ds' / 'val.bin')
     model = tapered_model('layernorm', 'all', bias=True)
     path = save(model, tmp_path / 'ckpt.pt', tmp_path)
     out = fold_main(FoldConfig(ckpt=path))
