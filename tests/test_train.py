@@ -8,12 +8,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from torch.testing import assert_close
 from conftest import run_config
 from reference import ROUND, assert_matches_reference, float64_reference, synthetic_dataset
 
 import train as train_module
 import train_setup
 from checkpoint import load_checkpoint
+from fold import fold_model
 from model import GPT, GPTConfig
 from configurator import UserError, parse_config
 from train import TrainConfig, get_gate, schedule_warning, train
@@ -49,6 +51,7 @@ def test_a_tapered_model_trains_to_gate_zero(shakespeare_slice, tmp_path, norm, 
         assert all(tn.c.item() != 1.0 for tn in m.taper_norms())         # calibrated from statistics
     if anchor:
         assert m.s_tgt.item() > 0
+    assert any('s_drift' in r for r in recs) == (taper != 'off')        # a baseline has no c to freeze
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('iter')]
     assert lines[0].startswith('iter   9/120 | ') and lines[-1].startswith('iter 119/120 | ')  # progress: k/max
     assert lines[0].split(' | eta ')[1].count(':') == 2                  # and the time left, h:mm:ss
@@ -111,6 +114,47 @@ def test_fold_when_gone_folds_at_the_first_step_at_gate_zero_and_trains_on_norm_
     assert all('s_drift' in r for r in steps[1][6:]) and summary['phase'] == 'gone'
     m = GPT.from_checkpoint(load_checkpoint(os.path.join(tmp_path, 'fold', 'ckpt.pt')))
     assert m.config.folded and m.taper_norms() == [] and summary['iter_num'] == 10
+
+
+def test_fold_when_gone_trains_on_as_the_g0_run_with_gamma_t_held_clipping_included(
+        shakespeare_slice, tmp_path, monkeypatch):
+    """train.py in float64 from RMSNorm (an exact fold), clipping every step after the fold: the folded run's weights
+    are W diag(c gamma_t) of the plain run whose gamma_t is held from g = 0, so the clip saw dL/dW, not dL/dW'."""
+    kw = dict(norm='rmsnorm', taper='internal', taper_start=2, taper_end=6, max_iters=10, lr_decay_iters=10,
+              eval_interval=10, eval_iters=1, grad_clip=0.05)
+    apply_phase = GPT.apply_phase
+
+    def held(self):  # the plain run, gamma_t held from g = 0 on as the fold holds it
+        apply_phase(self)
+        for m in self.taper_norms():
+            m.weight_t.requires_grad_(self.phase() != 'gone')
+    norms, clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda *a, **k: norms.append(clip(*a, **k)) or norms[-1])
+    torch.set_default_dtype(torch.float64)
+    try:
+        train(run_config(shakespeare_slice, tmp_path / 'fold', fold_when_gone=True, **kw))
+        assert len(norms) == 10 and min(norms[6:]) > 2 * kw['grad_clip']  # every folded step clips
+        monkeypatch.setattr(GPT, 'apply_phase', held)
+        train(run_config(shakespeare_slice, tmp_path / 'plain', **kw))
+        refolded = fold_model(GPT.from_checkpoint(load_checkpoint(tmp_path / 'plain' / 'ckpt.pt')))
+        folded = load_checkpoint(tmp_path / 'fold' / 'ckpt.pt')['model']
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for name, q in refolded.named_parameters():
+        assert folded[name].dtype == torch.float64
+        # |W'| < 4: an ulp is under 1e-15, and 4 steps of a division, a product and Adam's update add a few each;
+        # 1e-12 leaves room for Adam's division by sqrt(v) swelling the gradients' roundings
+        assert_close(folded[name], q, rtol=0, atol=1e-12, msg=lambda text: f'{name}: {text}')
+
+
+@pytest.mark.parametrize('follow_c', [True, False])
+def test_s_drift_is_logged_from_the_first_step_with_c_frozen(shakespeare_slice, tmp_path, follow_c):
+    """taper_start 1, taper_end 4: c freezes once the norms are gone (follow_c), or under the paper's rule as they
+    start to go (the first step with g < 1); every train record from there on has s_drift, none before."""
+    train(run_config(shakespeare_slice, tmp_path, taper='internal', taper_start=1, taper_end=4, follow_c=follow_c))
+    drift = {r['iter'] for r in read_log(tmp_path) if r['kind'] == 'train' and 's_drift' in r}
+    frozen = (lambda g: g == 0.0) if follow_c else (lambda g: g < 1.0)
+    assert drift == {k for k in range(8) if frozen(get_gate(k, 1, 4))}
 
 
 def test_a_run_resumed_past_gate_zero_with_fold_when_gone_folds_at_its_first_step(shakespeare_slice, tmp_path, capsys):
