@@ -5,10 +5,12 @@ import json
 import os
 import re
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
 
+import bench
 from bench import RATIOS, VARIANTS, BenchConfig, main as bench_main, variants
 from configurator import UserError, parse_config
 from model import Norm, TaperNorm
@@ -55,6 +57,21 @@ def test_bench_quick_emits_every_figure(capsys):
     assert {k: record['config'][k] for k in ('n_layer', 'n_embd', 'vocab_size')} == dict(n_layer=2, n_embd=64,
                                                                                       vocab_size=256)  # the shape
     assert sum('tokens/s | ratios' in line for line in lines) == 3   # a human-readable table per mode first
+
+
+def test_the_training_cell_steps_each_fold_as_fold_when_gone_does_and_no_other_variant(monkeypatch):
+    """A fold's training step pays for the passes of unfolded_coordinates, one column scale per folded weight (--quick:
+    one cell, 2 layers x ln_1 and ln_2); no other variant's optimizer holds one."""
+    scales, real = {}, bench.unfolded_coordinates
+
+    @contextmanager
+    def spy(optimizer):  # keyed by the optimizer itself: held, so no id is reused
+        scales[optimizer] = sum('fold_scale' in state for state in optimizer.state.values())
+        with real(optimizer):
+            yield
+    monkeypatch.setattr(bench, 'unfolded_coordinates', spy)
+    bench_main(parse_config(BenchConfig, ['--quick', '--device=cpu', '--modes=train']))
+    assert sorted(scales.values()) == sorted(2 * 2 * name.startswith('folded_') for name in VARIANTS['train'])
 
 
 def test_with_out_the_record_goes_to_a_file_and_the_screen_says_the_quick_ratios_are_noise(tmp_path, capsys):

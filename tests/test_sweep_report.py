@@ -172,6 +172,18 @@ def test_the_fold_table_pairs_fold_when_gone_with_the_explicit_run_it_continues(
     assert report.fold_table(report.load_runs(tmp_path / 'nothing')) == ('', '')
 
 
+def test_a_fold_at_another_rate_is_paired_with_the_explicit_run_at_the_defaults_rate(tmp_path):
+    """By hand: 1.80 - 1.70 and 1.82 - 1.72, 0.1 both seeds (an interval of width 0), 0.1 / 1.71 = 5.85%; the
+    explicit runs at the fold's own rate are not its pair."""
+    for seed, (explicit, other, fold) in zip((1, 2), [(1.70, 1.60, 1.80), (1.72, 1.60, 1.82)]):
+        write_log(tmp_path / f'taper_ln_follow-lr0.004-s{seed}', 4e-3, seed, explicit)
+        write_log(tmp_path / f'taper_ln_follow-lr0.008-s{seed}', 8e-3, seed, other)
+        write_log(tmp_path / f'taper_ln_follow_fold-lr0.008-s{seed}', 8e-3, seed, fold)
+    text = report.fold_table(report.load_runs(tmp_path))[1]
+    assert ("| taper_ln_follow_fold | 0.008 | 2 | 1.8100 ± 0.0141 | +0.1000 (2 seeds) | [+0.1000, +0.1000] | "
+            "+5.85% |") in text
+
+
 def test_every_calibration_point_runs_at_taper_lns_rate_and_one_that_diverged_shows_as_nan(tmp_path):
     for seed, (ln, taper, early, found) in zip((1, 2), [(1.70, 1.72, 2.1, 1.73), (1.71, 1.72, float('nan'), 1.74)]):
         for variant, final in (('layernorm', ln), ('taper_ln', taper), ('taper_ln_start100', early),
