@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, sized for a lease of about ten minutes on one card, the numbers to publish first: the
-# bench at the paper's shape and grid (bf16, CUDA events, eager), the CUDA tests (bf16 autocast, fused AdamW,
-# compile), config/taper.py through the whole gate schedule and its fold, the same run folding at g = 0 and training
-# on (--fold_when_gone: fused AdamW with the fold's column scales in its state), the profiler's ten costliest operations of
+# bench at the paper's shape and grid (bf16, CUDA events, eager), the CUDA tests (bf16 autocast, fused AdamW, compile),
+# config/taper.py through the whole gate schedule and its fold, the same run folding at g = 0 and training on
+# (--fold_when_gone: fused AdamW with the fold's column scales in its state), the profiler's ten costliest operations of
 # a training step and a last-token forward, RMSNorm against TaperNorm at g = 0 (experiments/profile_norms.py), then
-# compiled bench cells for every variant, a last-token cell and a training step (capped at COMPILE_S seconds). Each step's output lands in $OUT; a step that fails or runs out of time does not stop the rest.
+# compiled bench cells for every variant, a last-token cell and a training step (capped at COMPILE_S seconds). Each
+# step's output lands in $OUT; a step that fails or runs out of time does not stop the rest.
 #   OUT=gpu-results bash experiments/bench_gpu.sh       # on the GPU machine
 #   QUICK=1 OUT=/tmp/gpu bash experiments/bench_gpu.sh  # a short rehearsal of the same steps (any device, no compile)
 # NANOTAPER_SHARED must hold data/tinyshakespeare.txt when data/shakespeare_char has no input.txt.
@@ -13,7 +14,8 @@ cd "$(dirname "$0")/.."  # the repo
 OUT=${OUT:-gpu-results} PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export NANOTAPER_SHARED=${NANOTAPER_SHARED:-$(cd .. && pwd)/shared} PYTHONUNBUFFERED=1
-[ -e data/shakespeare_char/input.txt ] || ln -s "$NANOTAPER_SHARED/data/tinyshakespeare.txt" data/shakespeare_char/input.txt
+[ -e data/shakespeare_char/input.txt ] ||
+  ln -s "$NANOTAPER_SHARED/data/tinyshakespeare.txt" data/shakespeare_char/input.txt
 status=0
 step() {  # step NAME COMMAND...: run it, keep its whole output in $OUT/NAME.txt, note its exit status
   local name=$1; shift
@@ -47,5 +49,6 @@ else
   step bench_compiled timeout "${COMPILE_S:-180}" $PY bench.py --compile --modes=last,train --batch_sizes=1 \
        --seq_lens=256
 fi
-rm -f "$OUT/taper/ckpt.pt" "$OUT/taper/ckpt_folded.pt" "$OUT/taper_fold/ckpt.pt"  # too large to bring back; the log and outputs stay
+# too large to bring back; the logs and outputs stay
+rm -f "$OUT/taper/ckpt.pt" "$OUT/taper/ckpt_folded.pt" "$OUT/taper_fold/ckpt.pt"
 exit $status

@@ -315,8 +315,8 @@ def fold_table(runs):
              "at 0.004, with a 95% interval:", ""]
     lines += head(*VS, 'vs explicit (paired)', '95% CI', 'relative')
     lines += [vs_row(runs, {FOLDS[v]: 4e-3, v: lr}, v, FOLDS[v]) for v, lr in rows]
-    shown = [r for r in runs if r['variant'] in FOLDS or (r['variant'], r['learning_rate']) in
-             {(base, 4e-3) for base in FOLDS.values()}]
+    explicit = {(base, 4e-3) for base in FOLDS.values()}  # the runs the folds are paired with
+    shown = [r for r in runs if r['variant'] in FOLDS or (r['variant'], r['learning_rate']) in explicit]
     return '', '\n'.join(lines + provenance(shown)) + '\n'
 
 
