@@ -65,7 +65,7 @@ def load_model(path, device='cpu', need=('model_args', 'model')):
         raise UserError(f"{path} does not hold a model this code can build: {why}") from None
     if broken := [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]:
         raise UserError(f"{path} holds weights that are not finite (nan or inf, {broken[0]} among them): the run "
-                        "that wrote it diverged; train it again (a lower --learning_rate, or a later --taper_start)")
+                        "that wrote it diverged; train it again (a lower --learning_rate)")
     return model.to(device), ckpt
 
 

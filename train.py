@@ -58,7 +58,7 @@ class TrainConfig:
     follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
     fakeln_divisor: str = 'heldout'      # FakeLN's: measured on held-out tokens, then held (theirs) | 'ema': followed
     fakeln_aux: float = 0.0              # weight of FakeLN's auxiliary loss (§11), on from the first step; 0 off
-    fold_when_gone: bool = False         # once the norms are gone, fold them away and train on norm-free (§7)
+    fold_when_gone: bool = False         # once the norms are gone, fold them away and train on without (§7)
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
     learning_rate: float = 6e-4          # the peak learning rate
     max_iters: int = 600000              # optimizer steps, exactly
@@ -164,7 +164,7 @@ def train(cfg):
                 raw_model, gptconf = folded, folded.config
                 model = wrap_model(raw_model, cfg, ddp, device)
                 if master:
-                    print(f"iteration {iter_num}: the norms are gone, folded away (fold_when_gone); training norm-free")
+                    print(f"iteration {iter_num}: the norms are gone, folded away (fold_when_gone)")
             if master and (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters):
                 losses = estimate_loss(raw_model, cfg, data_dir, device, ctx)
                 g = raw_model.gate.item()
