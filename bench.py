@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from configurator import UserError, run_main
+from configurator import Positive, run_main
 from fold import fold_model, fold_pairs, unfolded_coordinates
 from model import GPT, GPTConfig, KVCache
 from runtime import autocast, device_name, git_commit, pick_device, pick_dtype
@@ -34,20 +34,20 @@ NORMS = {'rms': 'rmsnorm', 'ln': 'layernorm'}
 class BenchConfig:
     # the paper's benchmark model as far as it says (8 layers, context 512, its own 10k-token vocabulary) at our width,
     # 512: about 30M parameters, 25.2M of them in the blocks, 5.1M in the tied embedding / lm_head
-    n_layer: int = 8                # transformer blocks
-    n_head: int = 8                 # attention heads (64 wide)
-    n_embd: int = 512               # width
-    vocab_size: int = 10000         # the paper's tokenizer's
-    block_size: int = 512           # context
+    n_layer: Positive = 8           # transformer blocks
+    n_head: Positive = 8            # attention heads (64 wide)
+    n_embd: Positive = 512          # width
+    vocab_size: Positive = 10000    # the paper's tokenizer's
+    block_size: Positive = 512      # context
     bias: bool = False              # biases in Linear layers and LayerNorms
     taper: str = 'internal'         # 'internal' (ln_f stays, the paper's default) or 'all'
     modes: str = 'last,decode,train'  # which of last, decode, train to run
     batch_sizes: str = '1,4'        # B of the last-token and decode cells
     seq_lens: str = '128,256,512'   # prompt lengths T of the last-token cells
-    decode_prompt: int = 128        # tokens in the KV cache when decoding starts
-    decode_tokens: int = 32         # new tokens per timed decode iteration
-    train_batch: int = 4            # the training cell: train_batch x train_seq tokens
-    train_seq: int = 128            # its sequence length
+    decode_prompt: Positive = 128   # tokens in the KV cache when decoding starts
+    decode_tokens: Positive = 32    # new tokens per timed decode iteration
+    train_batch: Positive = 4       # the training cell: train_batch x train_seq tokens
+    train_seq: Positive = 128       # its sequence length
     warmup: int = -1                # untimed iterations per variant and cell; -1: 10 on CUDA (the paper), 1 on CPU
     iters: int = -1                 # timed iterations per repeat; -1: 50 on CUDA (the paper), 1 on CPU
     repeats: int = -1               # interleaved repeats per cell; -1: 5 on CUDA, 20 on CPU
@@ -59,31 +59,29 @@ class BenchConfig:
     quick: bool = False             # a tiny model on a tiny grid, seconds: for tests (its ratios are noise)
     out: str = ''                   # write the JSON record of every figure here; '' prints it as the last line
 
-
-def resolve(cfg, cuda):
-    """Fill in the quick settings and the device-dependent defaults (the -1s); check the grid fits the context."""
-    if cfg.quick:
-        cfg = replace(cfg, n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, warmup=1, iters=2, repeats=2,
-                      batch_sizes='1', seq_lens='32', decode_prompt=8, decode_tokens=4, train_batch=1, train_seq=32)
-    cfg = replace(cfg, warmup=cfg.warmup if cfg.warmup >= 0 else 10 if cuda else 1,
-                  iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 1,
-                  repeats=cfg.repeats if cfg.repeats > 0 else 5 if cuda else 20,
-                  threads=cfg.threads if cfg.threads > 0 else torch.get_num_threads() if cuda else 1)
-    if set(csv(cfg.modes)) - set(VARIANTS):
-        raise UserError(f"modes={cfg.modes!r}: choose from {', '.join(VARIANTS)}")
-    longest = max(csv(cfg.seq_lens, int) + [cfg.decode_prompt + cfg.decode_tokens, cfg.train_seq])
-    if longest > cfg.block_size:
-        raise UserError(f"the grid needs {longest} positions but block_size={cfg.block_size}: lower --seq_lens, "
-                        "--decode_prompt + --decode_tokens or --train_seq, or raise --block_size")
-    return cfg
+    def __post_init__(self):  # --quick's grid, then refusals: each a ValueError, one line from parse_config
+        if self.quick:
+            vars(self).update(n_layer=2, n_head=2, n_embd=64, vocab_size=256, block_size=64, warmup=1, iters=2,
+                              repeats=2, batch_sizes='1', seq_lens='32', decode_prompt=8, decode_tokens=4,
+                              train_batch=1, train_seq=32)
+        GPTConfig(n_head=self.n_head, n_embd=self.n_embd)  # refuses a width that the heads do not divide
+        if self.taper not in ('internal', 'all'):
+            raise ValueError(f"taper={self.taper!r} must be 'internal' or 'all': the tapered variants need norms to go")
+        if set(csv(self, 'modes')) - set(VARIANTS):
+            raise ValueError(f"modes={self.modes!r}: choose from {', '.join(VARIANTS)}")
+        csv(self, 'batch_sizes', int)  # refused now, not after the timings of a mode before it is read
+        longest = max(csv(self, 'seq_lens', int) + [self.decode_prompt + self.decode_tokens, self.train_seq])
+        if longest > self.block_size:
+            raise ValueError(f"the grid needs {longest} positions but block_size={self.block_size}: lower --seq_lens, "
+                             "--decode_prompt + --decode_tokens or --train_seq, or raise --block_size")
 
 
-def csv(text, typ=str):
-    """'1,4' -> [1, 4]"""
-    try:
-        return [typ(s) for s in text.split(',') if s.strip()]
-    except ValueError:
-        raise UserError(f"{text!r} must be a comma-separated list of {typ.__name__}s") from None
+def csv(cfg, key, typ=str):
+    """cfg's list under key: '1,4' -> [1, 4]. It may not be empty, and its numbers are >= 1."""
+    items = [s.strip() for s in getattr(cfg, key).split(',') if s.strip()]
+    if not items or typ is int and not all(s.isdigit() and int(s) >= 1 for s in items):
+        raise ValueError(f"{key}={getattr(cfg, key)!r}: needs {'numbers >= 1' if typ is int else 'names'} split by ','")
+    return [typ(s) for s in items]
 
 
 def variants(cfg, names):
@@ -169,7 +167,12 @@ def time_cell(steps, cfg, device):
 
 def main(cfg, run=None):
     device = pick_device(cfg.device)
-    cfg = resolve(cfg, device.startswith('cuda'))
+    cuda = device.startswith('cuda')
+    cfg = replace(cfg, warmup=cfg.warmup if cfg.warmup >= 0 else 10 if cuda else 1,  # the -1s: the device's defaults
+                  iters=cfg.iters if cfg.iters > 0 else 50 if cuda else 1,
+                  repeats=cfg.repeats if cfg.repeats > 0 else 5 if cuda else 20,
+                  threads=cfg.threads if cfg.threads > 0 else torch.get_num_threads() if cuda else 1)
+    os.makedirs(os.path.dirname(cfg.out) or '.', exist_ok=True)  # now, not after the timings it would lose
     torch.set_num_threads(cfg.threads)
     return (run or bench)(cfg, device)  # run: experiments/profile_norms.py's profile, on the same footing
 
@@ -185,7 +188,7 @@ def bench(cfg, device):
         print("--quick: a 2-layer model timed twice a cell, which checks that every cell runs; its ratios are noise")
     results, ratios, params = [], [], {}
     for compiled in ([False, True] if cfg.compile else [False]):
-        for mode in csv(cfg.modes):
+        for mode in csv(cfg, 'modes'):
             names = VARIANTS[mode]
             wdtype = dtype if mode != 'train' else torch.float32  # training: float32 under autocast, as train.py
             models = {v: m.to(device=device, dtype=wdtype) for v, m in variants(cfg, names).items()}
@@ -193,9 +196,9 @@ def bench(cfg, device):
             if compiled:  # the variants share GPT.forward's code: give dynamo room for a graph set per variant
                 torch._dynamo.config.recompile_limit = 16 * len(names)
                 models = {v: torch.compile(m) for v, m in models.items()}
-            cells = ([(B, T) for B in csv(cfg.batch_sizes, int) for T in csv(cfg.seq_lens, int)] if mode == 'last' else
-                     [(B, cfg.decode_prompt) for B in csv(cfg.batch_sizes, int)] if mode == 'decode' else
-                     [(cfg.train_batch, cfg.train_seq)])
+            Bs, Ts = csv(cfg, 'batch_sizes', int), csv(cfg, 'seq_lens', int)
+            cells = ([(B, T) for B in Bs for T in Ts] if mode == 'last' else [(B, cfg.decode_prompt) for B in Bs]
+                     if mode == 'decode' else [(cfg.train_batch, cfg.train_seq)])
             pairs = [(a, b) for a, b in RATIOS if a in names and b in names]
             print(f"\n{mode} ({'compiled' if compiled else 'eager'}): tokens/s | ratios of tokens/s\n"
                   f"{'B':>3} {'T':>4} |" + ''.join(f"{v:>11}" for v in names) + " |"

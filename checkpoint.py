@@ -15,6 +15,7 @@ KIND = 'nanotaper'  # written into every checkpoint; anything else is refused on
 
 def save_checkpoint(obj, path):
     tmp = f"{path}.tmp"
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     with open(tmp, 'wb') as f:
         torch.save(obj, f)
         f.flush()

@@ -1,7 +1,7 @@
 """Configuration for every script: defaults in a dataclass, then config files, then --key=value overrides.
 A config file is plain assignments (key = value). `extends = 'taper.py'` first applies that file (a path relative
 to this one), so a variant states only what it changes. Overrides win over files wherever they stand on the
-command line, and each value must fit its field's type (an int is fine for a float)."""
+command line, and each value must fit its field's type (an int is fine for a float) and range (Positive, ...)."""
 import ast
 import dataclasses
 import difflib
@@ -18,12 +18,27 @@ class UserError(Exception):
     """Every bad input (config, data, checkpoint, option): printed as one line, `error: ...`, never as a Traceback."""
 
 
+# Field types that carry their range [least, below): a value outside it is refused by name, as one of the wrong type
+Count = typing.Annotated[int, 0]          # steps, a seed, threads: 0 and up
+Positive = typing.Annotated[int, 1]       # sizes and intervals
+NonNegative = typing.Annotated[float, 0]  # rates, weights, a clipping norm
+Fraction = typing.Annotated[float, 0, 1]  # [0, 1): dropout, AdamW's betas
+
+
 def coerce(key, value, typ, source):
-    """value as typ: an int is fine for a float, 'true'/'false' for a bool; anything else raises UserError."""
+    """value as typ: an int is fine for a float, 'true'/'false' for a bool, and a value of a ranged type (Count,
+    Positive, ...) lies in its range; anything else raises UserError."""
     if typing.get_origin(typ) in (typing.Union, types.UnionType):  # `int | None`: None, or the other type
         if value is None or value == 'None':
             return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    if typing.get_origin(typ) is typing.Annotated:
+        base, least, *below = typing.get_args(typ)  # below: [] when nothing bounds it from above
+        value = coerce(key, value, base, source)
+        if value < least or below and value >= below[0]:
+            bound = f"lie in [{least}, {below[0]})" if below else f"be >= {least}"
+            raise UserError(f"{source}: {key} must {bound}, got {value!r}")
+        return value
     if typ is bool and isinstance(value, str) and value.lower() in ('true', 'false'):
         return value.lower() == 'true'
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -54,7 +69,7 @@ def read_file(path, seen=()):
 def parse_config(cls, argv, base=None):
     """cls from [config files] [--key=value ...], each value typed and checked against cls's fields; base(values), if
     given, supplies the values beneath the command line's (a resumed run's own saved config)."""
-    hints = typing.get_type_hints(cls)  # every field's type, by name
+    hints = typing.get_type_hints(cls, include_extras=True)  # every field's type, by name, with its range
     from_files, overrides = {}, {}
     for arg in argv:
         if arg in ('-h', '--help'):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from checkpoint import KIND, load_model, run_data_dir, save_checkpoint
-from configurator import UserError, run_main
+from configurator import Positive, UserError, run_main
 from model import GPT, TaperNorm
 
 
@@ -19,7 +19,7 @@ from model import GPT, TaperNorm
 class FoldConfig:
     ckpt: str = 'out-taper/ckpt.pt'  # a TaperNorm checkpoint trained to gate 0 (iteration >= taper_end)
     out: str = ''                    # where to write the folded checkpoint; '' is ckpt_folded.pt beside ckpt
-    batch_size: int = 4              # sequences on which folded and unfolded logits are compared
+    batch_size: Positive = 4         # sequences on which folded and unfolded logits are compared
     seed: int = 1337                 # of the random tokens used when the run's val.bin is not at hand
 
 
@@ -49,7 +49,7 @@ def fold_refusal(model):
         where = (f"{int(model.removed)} of its {len(model.taper_norms())} norms are removed" if cfg.removal == 'fakeln'
                  else f"the gate is {model.gate.item():.4g}, not 0")
         return (f"{where}: the norms still compute per-token statistics and only the g = 0 map folds exactly; train "
-                "on to taper_end (where the gate reaches 0), then fold")
+                "on to taper_end (where the last of them goes), then fold")
     return None
 
 
@@ -132,8 +132,8 @@ def main(cfg):
     if os.path.isfile(val) and os.path.getsize(val) >= 2 * cfg.batch_size * T:  # uint16: 2 bytes a token
         x, source = torch.from_numpy(np.fromfile(val, np.uint16, cfg.batch_size * T).astype(np.int64)).view(-1, T), val
     else:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        x, source = torch.randint(model.config.vocab_size, (cfg.batch_size, T), generator=gen), "random tokens"
+        gen, source = torch.Generator().manual_seed(cfg.seed), f"random tokens: {val} absent or short"
+        x = torch.randint(model.config.vocab_size, (cfg.batch_size, T), generator=gen)
     x, y = x[:, :-1], x[:, 1:].contiguous()                            # inputs and next-token targets
     logits, _, parts = model(x, y)
     logits_f, _, parts_f = folded(x, y)

@@ -1,5 +1,4 @@
 """The GPT of nanotaper: nanoGPT's GPT-2 with a switchable norm, TaperNorm (and FakeLN) among the choices.
-
 Read alongside METHOD.md; "§n" below points at its sections. The model knows nothing about training
 runs: the training loop drives it through
     set_gate(g)           TaperNorm's one global gate g in [0, 1] (§4)        or, for FakeLN (§11),
@@ -77,7 +76,6 @@ def per_token_scale(h, kind, eps):
 
 
 # ---- Norms. Every norm slot takes (x, gate); only TaperNorm uses the gate. -------------------
-
 class Identity(nn.Module):
     """An empty norm slot: the 'none' model, and the blocks of a folded model."""
     def forward(self, x, gate=None):
@@ -184,7 +182,6 @@ class FakeLN(TaperNorm):
 
 
 # ---- The GPT-2 blocks (nanoGPT), with an optional KV cache for generation. -------------------
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -445,16 +442,13 @@ class GPT(nn.Module):
         changes and the cached keys no longer apply, so each step re-reads the last block_size tokens."""
         cache = (KVCache(self.config, idx.size(0), self.config.block_size, idx.device, self.lm_head.weight.dtype)
                  if use_cache and idx.size(1) < self.config.block_size else None)  # longer prompts crop from the start
-        step_input = idx
         for _ in range(max_new_tokens):
-            if cache is not None and cache.pos + step_input.size(1) > self.config.block_size:
+            if cache is not None and idx.size(1) > self.config.block_size:
                 cache = None                        # the window is about to slide: crop from here on
-            if cache is None:
-                step_input = idx[:, -self.config.block_size:]
+            step_input = idx[:, -self.config.block_size:] if cache is None else idx[:, cache.pos:]  # uncached tokens
             logits, _, _ = self(step_input, kv_cache=cache)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p)
             idx = torch.cat((idx, next_token), dim=1)
-            step_input = next_token
         return idx
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):

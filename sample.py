@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from checkpoint import load_model, run_data_dir
-from configurator import UserError, run_main
+from configurator import NonNegative, Positive, UserError, run_main
 from runtime import REPO, autocast, pick_device, pick_dtype
 
 
@@ -18,10 +18,10 @@ class SampleConfig:
     out_dir: str = 'out-taper'      # reads <out_dir>/ckpt.pt unless ckpt is given
     ckpt: str = ''                  # a checkpoint path (ckpt.pt, ckpt_folded.pt, ...); overrides out_dir
     start: str = '\n'               # the prompt, or FILE:path to read it from a file
-    num_samples: int = 10           # samples to draw
-    max_new_tokens: int = 500       # tokens per sample
-    temperature: float = 0.8        # 1.0 leaves the distribution as is, lower is more conservative, 0 is greedy
-    top_k: int | None = 200         # keep only the top_k most likely tokens; None keeps all
+    num_samples: Positive = 10      # samples to draw
+    max_new_tokens: Positive = 500  # tokens per sample
+    temperature: NonNegative = 0.8  # 1.0 leaves the distribution as is, lower is more conservative, 0 is greedy
+    top_k: Positive | None = 200    # keep only the top_k most likely tokens; None keeps all
     top_p: float | None = None      # nucleus: keep the smallest set of tokens holding top_p of the probability
     seed: int = 1337                # the same seed gives the same text
     device: str = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -30,13 +30,6 @@ class SampleConfig:
     use_cache: bool = True          # the KV cache; False re-reads the whole context for every token (nanoGPT)
 
     def __post_init__(self):
-        for key in ('num_samples', 'max_new_tokens'):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)} must be >= 1")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 is greedy, 1 samples as the model says)")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k} must be >= 1, or None to keep every token")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must lie in (0, 1], or be None to keep every token")
 
@@ -56,6 +49,8 @@ def load_codec(ckpt):
                                     f"of {path}: {', '.join(repr(ch) for ch in unknown)}")
                 return [stoi[ch] for ch in text]
             return encode, lambda ids: ''.join(itos[i] for i in ids)
+    if (vocab_size := ckpt['model_args']['vocab_size']) < 50257:  # not GPT-2's BPE: the characters of a meta.pkl
+        raise UserError(f"no {meta_path} for this {vocab_size}-token model: sample where it trained, or prepare it")
     import tiktoken
     try:
         enc = tiktoken.get_encoding('gpt2')

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from checkpoint import KIND, save_checkpoint
-from configurator import run_main
+from configurator import Count, Fraction, NonNegative, Positive, run_main
 from fold import carry_moments, fold_model, unfolded_coordinates
 from runtime import autocast, device_name, pick_dtype
 from train_setup import (check_finite, get_batch, init_model, model_config, open_log, prepare_data, saved_config,
@@ -29,9 +29,9 @@ RUNAWAY = 4.0  # s_drift above this: s has outgrown, this many times over, the s
 class TrainConfig:
     # The defaults are nanoGPT's: GPT-2 124M on OpenWebText with LayerNorm, nothing tapering. config/ varies them.
     out_dir: str = 'out'                 # checkpoint (ckpt.pt) and log (log.jsonl) of the run
-    eval_interval: int = 2000            # iterations between evaluations, each followed by a checkpoint
-    log_interval: int = 1                # iterations between log lines
-    eval_iters: int = 200                # batches per split in an evaluation
+    eval_interval: Positive = 2000       # iterations between evaluations, each followed by a checkpoint
+    log_interval: Positive = 1           # iterations between log lines
+    eval_iters: Positive = 200           # batches per split in an evaluation
     eval_only: bool = False              # evaluate once, then exit
     always_save_checkpoint: bool = True  # save at every evaluation, else only when val loss improves
     init_from: str = 'scratch'           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2[-medium|..]', or a ckpt.pt
@@ -41,43 +41,43 @@ class TrainConfig:
     wandb_run_name: str = 'run'          # its run name
     dataset: str = 'openwebtext'         # reads <data_root>/<dataset>/{train,val}.bin
     data_root: str = 'data'              # the folder holding the datasets
-    gradient_accumulation_steps: int = 40  # micro-steps per optimizer step, over all processes
-    batch_size: int = 12                 # sequences per micro-step per process
-    block_size: int = 1024               # tokens per sequence (the context)
+    gradient_accumulation_steps: Positive = 40  # micro-steps per optimizer step, over all processes
+    batch_size: Positive = 12            # sequences per micro-step per process
+    block_size: Positive = 1024          # tokens per sequence (the context)
     # model (GPTConfig in model.py)
-    n_layer: int = 12                    # transformer blocks
-    n_head: int = 12                     # attention heads per block
-    n_embd: int = 768                    # width of the residual stream
-    dropout: float = 0.0                 # dropout probability (0 for pre-training, as nanoGPT)
+    n_layer: Positive = 12               # transformer blocks
+    n_head: Positive = 12                # attention heads per block
+    n_embd: Positive = 768               # width of the residual stream
+    dropout: Fraction = 0.0              # dropout probability (0 for pre-training, as nanoGPT)
     bias: bool = False                   # biases in Linear layers and LayerNorms
     norm: str = 'layernorm'              # 'layernorm', 'rmsnorm' or 'none' (identity in every norm slot)
     taper: str = 'off'                   # 'off', 'internal' (ln_1, ln_2 taper; ln_f stays) or 'all' (ln_f too)
     removal: str = 'taper'               # how they go: 'taper' (one cosine gate) or 'fakeln' (one at a time, §11)
-    anchor_lambda: float = 0.0           # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
+    anchor_lambda: NonNegative = 0.0     # weight of the scale-anchor loss (METHOD.md §6); 0 turns it off
     anchor_target: float | None = None   # a fixed s_tgt; None: the EMA of s, frozen as the norms start to go
     follow_c: bool = True                # c follows its statistics to g = 0 (ours, §3); False: frozen at taper_start
     fakeln_divisor: str = 'heldout'      # FakeLN's: measured on held-out tokens, then held (theirs) | 'ema': followed
-    fakeln_aux: float = 0.0              # weight of FakeLN's auxiliary loss (§11), on from the first step; 0 off
+    fakeln_aux: NonNegative = 0.0        # weight of FakeLN's auxiliary loss (§11), on from the first step; 0 off
     fold_when_gone: bool = False         # once the norms are gone, fold them away and train on without (§7)
     # AdamW, and the learning rate: linear warmup, then cosine down to min_lr
-    learning_rate: float = 6e-4          # the peak learning rate
-    max_iters: int = 600000              # optimizer steps, exactly
-    weight_decay: float = 1e-1           # on matrices only
-    beta1: float = 0.9                   # AdamW's first-moment decay
-    beta2: float = 0.95                  # AdamW's second-moment decay
-    grad_clip: float = 1.0               # clip the gradient norm at this value; 0 disables clipping
+    learning_rate: NonNegative = 6e-4    # the peak learning rate
+    max_iters: Count = 600000            # optimizer steps, exactly
+    weight_decay: NonNegative = 1e-1     # on matrices only
+    beta1: Fraction = 0.9                # AdamW's first-moment decay
+    beta2: Fraction = 0.95               # AdamW's second-moment decay
+    grad_clip: NonNegative = 1.0         # clip the gradient norm at this value; 0 disables clipping
     decay_lr: bool = True                # False keeps learning_rate throughout
-    warmup_iters: int = 2000             # iterations of linear warmup
-    lr_decay_iters: int | None = None    # iteration where the cosine reaches min_lr; None: max_iters
-    min_lr: float = 6e-5                 # the floor of the cosine
+    warmup_iters: Count = 2000           # iterations of linear warmup
+    lr_decay_iters: Count | None = None  # iteration where the cosine reaches min_lr; None: max_iters
+    min_lr: NonNegative = 6e-5           # the floor of the cosine
     # the gate (METHOD.md §4): 1 through taper_start, a half cosine down to 0 at taper_end (FakeLN: a staircase)
-    taper_start: int | None = None       # the last step at g = 1; None: the end of the lr warmup (0 if not decay_lr)
-    taper_end: int | None = None         # where the gate reaches 0; None: half-way through the steps after taper_start
+    taper_start: Count | None = None     # the last step at g = 1; None: the end of the lr warmup (0 if not decay_lr)
+    taper_end: Count | None = None       # where the gate reaches 0; None: half-way through the steps after taper_start
     device: str = 'auto'                 # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = 'auto'                  # 'auto' (bf16 on GPUs that have it, else fp16; fp32 off CUDA), or a name
     compile: bool = False                # torch.compile the model
-    seed: int = 1337                     # weights, batches and dropout all follow from it
-    threads: int = 0                     # CPU threads for torch; 0: torch's default (results/ used 1: see README)
+    seed: Count = 1337                   # weights, batches and dropout all follow from it
+    threads: Count = 0                   # CPU threads for torch; 0: torch's default (results/ used 1: see README)
 
     def __post_init__(self):
         # Left out, the schedules follow from the run's length (METHOD.md §4), written here so that the log shows
@@ -92,7 +92,6 @@ class TrainConfig:
 
 
 # ---- The run: set-up (its plumbing, refusals and resume in train_setup.py), then the loop; the schedules follow it
-
 def train(cfg):
     """Run the training job cfg describes. Returns a summary (evaluations, iterations, gate and phase, wall time)."""
     ddp, rank, world_size, device = setup_processes(cfg)
@@ -124,8 +123,7 @@ def train(cfg):
         with ctx:
             raw_model.measure_divisors([get_batch(data_dir, 'val', cfg.batch_size, cfg.block_size, gen, device)[0]
                                         for _ in range(cfg.eval_iters)])
-    iter_num = ckpt['iter_num'] if ckpt else 0
-    best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
+    iter_num, best_val_loss = (ckpt['iter_num'], ckpt['best_val_loss']) if ckpt else (0, float('inf'))
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
@@ -210,9 +208,8 @@ def train(cfg):
             # log the mean over the iterations since the last line (the .item() calls sync the device)
             if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
                 n = iter_num - iter_log
-                dt = time.time() - t_log
-                rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr, ms=1000 * dt / n,
-                           **{k: v.item() / n for k, v in parts_sum.items()})
+                rec = dict(kind='train', iter=iter_num - 1, gate=raw_model.gate.item(), lr=lr,
+                           ms=1000 * (time.time() - t_log) / n, **{k: v.item() / n for k, v in parts_sum.items()})
                 if gptconf.removal == 'fakeln':
                     rec['removed'] = int(raw_model.removed)
                 if raw_model.c_frozen():  # has s outgrown the frozen c? (over the EMA of s where it stopped, §4)
@@ -239,7 +236,6 @@ def train(cfg):
 
 
 # ---- Schedules: pure functions of the iteration (METHOD.md §4), and what a run that tapers needs of them ----
-
 def get_lr(it, cfg):
     """nanoGPT's: a linear warmup for warmup_iters steps, a cosine down to min_lr at lr_decay_iters, then min_lr."""
     if not cfg.decay_lr:
@@ -285,7 +281,6 @@ def step_seed(seed, rank, it):
 
 
 # ---- What the run reports: evaluations and the log line --------------------------------------
-
 @torch.no_grad()
 def estimate_loss(model, cfg, data_dir, device, ctx):
     """Mean cross-entropy over eval_iters batches per split. The batches come from a generator seeded the

@@ -28,17 +28,12 @@ def model_config(cfg, vocab_size=GPTConfig.vocab_size):
 
 def validate(cfg):
     """Refuse settings that cannot run, naming the key and the fix."""
-    for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size',
-                'gradient_accumulation_steps', 'n_layer', 'n_head', 'n_embd', 'max_iters', 'warmup_iters', 'threads'):
-        least = 0 if key in ('max_iters', 'warmup_iters', 'threads') else 1  # threads=0 is torch's default
-        if getattr(cfg, key) < least:
-            raise ValueError(f"{key}={getattr(cfg, key)} must be >= {least}")
+    if not cfg.out_dir or os.path.isfile(cfg.out_dir):
+        raise ValueError(f"out_dir={cfg.out_dir!r} must name a folder (the run writes ckpt.pt and log.jsonl there)")
     training = not cfg.eval_only  # eval_only reads the schedules at one iteration, which may lie past the end
     if training and cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
-        raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (left out: max_iters) must exceed warmup_iters="
+        raise ValueError(f"lr_decay_iters={cfg.lr_decay_iters} (max_iters when left out) must exceed warmup_iters="
                          f"{cfg.warmup_iters}: train longer, or warm up for fewer steps")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout={cfg.dropout} must lie in [0, 1)")
     gpt2 = cfg.init_from.startswith('gpt2')
     if cfg.init_from not in ('scratch', 'resume') and not gpt2 and not cfg.init_from.endswith('.pt'):
         raise ValueError(f"init_from={cfg.init_from!r} must be 'scratch', 'resume', 'gpt2[-medium|-large|-xl]' or "
@@ -113,10 +108,11 @@ def prepare_data(cfg):
     script = os.path.join(REPO, 'data', cfg.dataset, 'prepare.py')
     prepare = runpy.run_path(script) if os.path.isfile(script) else {}
     needed = [os.path.join(data_dir, name) for name in prepare.get('OUTPUTS', ('train.bin', 'val.bin'))]
-    missing = [p for p in needed if not os.path.isfile(p) or os.path.getsize(p) == 0]
+    missing = [p for p in needed if not os.path.isfile(p) or os.path.getsize(p) == 0
+               or p.endswith('.bin') and os.path.getsize(p) % 2]  # a .bin holds 2 bytes a token: odd is truncated
     if missing and not prepare.get('PREPARE_ON_DEMAND'):
         how = f"run python {os.path.relpath(script)} first" if prepare else f"there is no data/{cfg.dataset}/prepare.py"
-        raise UserError(f"dataset {cfg.dataset!r} is incomplete, {', '.join(missing)} missing or empty: {how}")
+        raise UserError(f"{cfg.dataset!r} is incomplete, {', '.join(missing)} missing, empty or truncated: {how}")
     if missing:
         try:
             prepare['prepare'](out_dir=data_dir)  # writes every file under a temporary name, then renames
@@ -139,7 +135,7 @@ def get_batch(data_dir, split, batch_size, block_size, generator, device):
     # a new memmap per batch avoids a memory leak (nanoGPT, after a StackOverflow answer)
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
     if len(data) <= block_size:
-        raise UserError(f"{data_dir}/{split}.bin holds {len(data)} tokens, fewer than block_size + 1")
+        raise UserError(f"{data_dir}/{split}.bin: {len(data)} tokens, fewer than block_size + 1 (lower --block_size)")
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
     y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
@@ -154,6 +150,8 @@ def init_model(cfg, data_dir):
     if cfg.init_from == 'resume':
         path = os.path.join(cfg.out_dir, 'ckpt.pt')
         model, ckpt = load_model(path, need=('model_args', 'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss'))
+        if ckpt['iter_num'] > cfg.max_iters:
+            raise UserError(f"{path} is at iteration {ckpt['iter_num']}, past max_iters={cfg.max_iters}: raise it")
         return model, ckpt, None
     override = {key: getattr(cfg, key) for key in MODEL_KEYS if key not in SHAPE_KEYS}  # loaded weights fix the shape
     if cfg.init_from.endswith('.pt'):

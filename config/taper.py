@@ -1,5 +1,5 @@
 # The main job: Internal-Taper on Shakespeare characters (ln_1, ln_2 taper away; ln_f stays as the anchor).
-# nanoGPT's CPU recipe for shakespeare_char: under 2 minutes on 2 idle cores, or seconds on a GPU.
+# nanoGPT's CPU recipe for shakespeare_char: about 2 minutes on one core of an idle CPU, or seconds on a GPU.
 # $ python train.py config/taper.py
 out_dir = 'out-taper'
 dataset = 'shakespeare_char'

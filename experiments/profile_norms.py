@@ -40,7 +40,7 @@ def profile_cells(cfg, device):
     dtype_name = pick_dtype(cfg.dtype, device)
     print(f"profile | {device_name(device)} | torch {torch.__version__} | {dtype_name}")
     tables = {}
-    for mode, (B, T) in (('train', (cfg.train_batch, cfg.train_seq)), ('last', (1, max(csv(cfg.seq_lens, int))))):
+    for mode, (B, T) in (('train', (cfg.train_batch, cfg.train_seq)), ('last', (1, max(csv(cfg, 'seq_lens', int))))):
         wdtype = torch.float32 if mode == 'train' else getattr(torch, dtype_name)  # as bench.py
         for name, model in variants(cfg, COMPARED).items():
             step, _ = make_step(mode, model.to(device=device, dtype=wdtype), B, T, cfg, device,

@@ -1,8 +1,7 @@
 """Everything in the README's results comes from the runs' logs, archived in results/logs (a clone can remake it):
 results/runs.csv (a row per run finished or diverged), results.md, the README's report sections, the plots (matplotlib).
 $ python experiments/report.py                                   # out-sweep/*/log.jsonl -> results/, README.md
-$ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table
-"""
+$ python experiments/report.py --bench=results/bench_cpu.json    # also bench.py's table"""
 import csv
 import functools
 import glob

@@ -76,6 +76,12 @@ def test_a_resumed_run_keeps_the_schedules_it_began_with(shakespeare_slice, tmp_
         assert_one_error_line(resumed, f'{key}={value}', 'a resumed run keeps its model and schedule')
 
 
+def test_a_resume_with_max_iters_behind_the_checkpoint_says_so_instead_of_doing_nothing(shakespeare_slice, tmp_path):
+    train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=6, taper_end=4))
+    resumed = cli('train.py', '--init_from=resume', f'--out_dir={tmp_path}', '--max_iters=5')
+    assert_one_error_line(resumed, 'is at iteration 6, past max_iters=5: raise it')
+
+
 def test_a_fresh_run_starts_its_own_log(shakespeare_slice, tmp_path):
     train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4))
     train_module.train(tiny_run(shakespeare_slice, tmp_path, max_iters=4, taper_end=4, seed=7))

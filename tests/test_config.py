@@ -77,7 +77,17 @@ def test_a_bool_is_true_or_false_in_any_case_and_nothing_else(text, value):
     (['--fakeln_divisor=pooled', '--taper=internal'], ['fakeln_divisor', 'pooled', 'heldout']),
     (['--removal=fakeln', '--taper=internal'], ["fakeln_divisor='heldout'", 'trained model', 'init_from', "'ema'"]),
     (['--fold_when_gone=True'], ['fold_when_gone=True', "taper='internal'"]),
-    (['--max_iters=50', '--warmup_iters=100'], ['lr_decay_iters=50 (left out: max_iters)', 'warmup_iters=100']),
+    (['--max_iters=50', '--warmup_iters=100'], ['lr_decay_iters=50 (max_iters when left out)', 'warmup_iters=100']),
+    (['--learning_rate=-1'], ['--learning_rate=-1: learning_rate must be >= 0, got -1.0']),  # else AdamW's Traceback
+    (['--weight_decay=-0.1'], ['weight_decay must be >= 0, got -0.1']),
+    (['--grad_clip=-1'], ['grad_clip must be >= 0, got -1.0']),
+    (['--seed=-1'], ['seed must be >= 0, got -1']),                                              # else numpy's
+    (['--beta1=1.5'], ['beta1 must lie in [0, 1), got 1.5']),
+    (['--beta2=1'], ['beta2 must lie in [0, 1), got 1.0']),                                      # the edge: refused
+    (['--lr_decay_iters=-5'], ['lr_decay_iters must be >= 0, got -5']),                         # `Count | None`
+    (['--batch_size=0'], ['batch_size must be >= 1, got 0']),
+    (['--out_dir='], ["out_dir=''", 'must name a folder']),
+    (['--out_dir=README.md'], ["out_dir='README.md'", 'must name a folder']),   # a file (tests run in the repo)
     (['--max_iters=200', '--warmup_iters=100', '--lr_decay_iters=100'], ['lr_decay_iters=100 ', 'must exceed']),
     (['config/nope.py'], ['not found']),
 ])
@@ -86,6 +96,15 @@ def test_mistakes_name_the_key(args, words):
         parse_config(TrainConfig, args)
     for word in words:
         assert word in str(err.value)
+
+
+def test_a_ranged_key_takes_its_edges_and_none_where_its_type_allows(tmp_path):
+    cfg = parse_config(TrainConfig, ['--dropout=0', '--beta2=0.999', '--warmup_iters=0', '--taper_start=None',
+                                     '--taper_end=None', '--grad_clip=0', '--batch_size=1'])
+    assert (cfg.dropout, cfg.beta2, cfg.warmup_iters, cfg.grad_clip, cfg.batch_size) == (0.0, 0.999, 0, 0.0, 1)
+    (tmp_path / 'bad.py').write_text("dropout = 1.0\n")                 # a file's value is checked as a flag's
+    with pytest.raises(UserError, match=r"bad\.py: dropout must lie in \[0, 1\), got 1\.0"):
+        parse_config(TrainConfig, [str(tmp_path / 'bad.py')])
 
 
 def test_unknown_key_in_a_config_file_names_file_and_key(tmp_path):

@@ -122,7 +122,8 @@ def test_two_runs_preparing_one_dataset_at_once_both_succeed(tmp_path):
 
 
 @pytest.mark.parametrize('left', [{'train.bin': b''},                                   # what the old code left
-                                  {'train.bin': b'', 'val.bin': b'12', 'meta.pkl': b'x'}])  # one empty file
+                                  {'train.bin': b'', 'val.bin': b'12', 'meta.pkl': b'x'},   # one empty file
+                                  {'train.bin': b'1234', 'val.bin': b'123', 'meta.pkl': b'x'}])  # half a token
 def test_train_prepares_an_incomplete_folder_again(tmp_path, left):
     data_dir = tmp_path / 'shakespeare_char'
     data_dir.mkdir()
@@ -136,6 +137,11 @@ def test_train_prepares_an_incomplete_folder_again(tmp_path, left):
 
 def test_train_names_what_to_run_for_a_dataset_it_cannot_prepare(tmp_path):
     with pytest.raises(UserError, match=r"'openwebtext' is incomplete.*val\.bin.*python data/openwebtext/prepare\.py"):
+        train_setup.prepare_data(train.TrainConfig(dataset='openwebtext', data_root=str(tmp_path)))
+    os.makedirs(tmp_path / 'openwebtext')
+    (tmp_path / 'openwebtext' / 'train.bin').write_bytes(b'1234')
+    (tmp_path / 'openwebtext' / 'val.bin').write_bytes(b'12345')     # 2 bytes a token: cut inside its last token
+    with pytest.raises(UserError, match=r"incomplete, \S*openwebtext/val\.bin missing, empty or truncated: run python"):
         train_setup.prepare_data(train.TrainConfig(dataset='openwebtext', data_root=str(tmp_path)))
 
 

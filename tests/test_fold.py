@@ -12,7 +12,7 @@ import torch
 from torch.testing import assert_close
 
 from checkpoint import KIND, load_checkpoint
-from configurator import UserError
+from configurator import UserError, parse_config
 from fold import FoldConfig, carry_moments, fold_model, fold_norm_into_linear, main as fold_main, unfolded_coordinates
 from model import GPT, GPTConfig, Norm
 
@@ -227,6 +227,14 @@ def test_cli_writes_a_folded_checkpoint(tmp_path, capsys, val_tokens):
     folded = GPT.from_checkpoint(ckpt).eval()
     idx = torch.randint(V, (2, 16), generator=torch.Generator().manual_seed(0))
     assert_close(folded(idx, idx)[0], model(idx, idx)[0], rtol=1e-4, atol=1e-4)  # float32 checkpoint
+
+
+def test_cli_writes_into_a_folder_it_makes_and_refuses_an_empty_batch(tmp_path):
+    out = tmp_path / 'new' / 'folded.pt'
+    assert fold_main(FoldConfig(ckpt=save(tapered_model(), tmp_path / 'ckpt.pt', tmp_path), out=str(out))) == str(out)
+    assert load_checkpoint(str(out))['model_args']['folded']
+    with pytest.raises(UserError, match='batch_size must be >= 1, got 0'):
+        parse_config(FoldConfig, ['--batch_size=0'])
 
 
 def test_cli_refusals(tmp_path, capsys):

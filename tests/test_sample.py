@@ -130,6 +130,13 @@ def test_sample_names_characters_outside_the_vocabulary(tmp_path):
         sample_main(SampleConfig(ckpt=ckpt, start='ZZ top# café', device='cpu'))
 
 
+def test_a_character_model_without_its_vocabulary_is_refused_not_decoded_as_bpe(tmp_path):
+    ckpt = char_checkpoint(tmp_path)
+    os.remove(tmp_path / 'chars' / 'meta.pkl')
+    with pytest.raises(UserError, match=r"no \S*chars/meta\.pkl for this 37-token model: sample where it trained"):
+        sample_main(SampleConfig(ckpt=ckpt, device='cpu'))
+
+
 def test_sample_gpt2_bpe(tmp_path):
     tiktoken = pytest.importorskip('tiktoken')
     try:
@@ -148,8 +155,8 @@ def test_top_p_one_keeps_every_token_and_is_accepted():
     assert parse_config(SampleConfig, ['--top_p=1.0']).top_p == 1.0
 
 
-@pytest.mark.parametrize('option,words', [('--temperature=-1', 'temperature=-1.0 must be >= 0'),
-                                          ('--top_k=0', 'top_k=0 must be >= 1'), ('--top_p=1.5', 'top_p=1.5'),
+@pytest.mark.parametrize('option,words', [('--temperature=-1', 'temperature must be >= 0, got -1.0'),
+                                          ('--top_k=0', 'top_k must be >= 1, got 0'), ('--top_p=1.5', 'top_p=1.5'),
                                           ('--top_p=0', 'top_p=0.0'), ('--max_new_tokens=-5', 'max_new_tokens'),
                                           ('--num_samples=0', 'num_samples')])
 def test_sample_options_out_of_range_are_refused_by_name(option, words):

@@ -76,7 +76,7 @@ def test_a_set_schedule_is_kept_and_no_warmup_starts_the_taper_at_once():
 
 
 def test_a_warmup_longer_than_the_run_is_refused_naming_both():
-    with pytest.raises(UserError, match=r'lr_decay_iters=50 \(left out: max_iters\) must exceed warmup_iters=100'):
+    with pytest.raises(UserError, match=r'lr_decay_iters=50 \(max_iters when left out\) must exceed warmup_iters=100'):
         parse_config(TrainConfig, ['--taper=internal', '--max_iters=50', '--warmup_iters=100'])
     with pytest.raises(UserError, match='taper_start=100, taper_end=101, max_iters=50'):  # the lr need not decay
         parse_config(TrainConfig, ['--taper=internal', '--max_iters=50', '--warmup_iters=100', '--lr_decay_iters=200'])
