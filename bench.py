@@ -56,7 +56,7 @@ class BenchConfig:
     device: str = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', ...
     dtype: str = 'auto'             # CUDA: bf16 weights for inference, bf16 autocast for training; CPU: float32
     seed: int = 1337                # weights and tokens
-    quick: bool = False             # a tiny model on a tiny grid, seconds: for tests (its ratios are noise)
+    quick: bool = False             # a tiny model and grid, whatever else is given: seconds, for tests (ratios: noise)
     out: str = ''                   # write the JSON record of every figure here; '' prints it as the last line
 
     def __post_init__(self):  # --quick's grid, then refusals: each a ValueError, one line from parse_config

@@ -40,7 +40,7 @@ def load_checkpoint(path, need=('model_args', 'model'), mmap=False):
             raise UserError(f"{path} holds a {code.group(1)} object, which only code could rebuild: nanotaper "
                             "checkpoints hold tensors and plain dicts, so this file is not ours and not safe to load")
         raise UserError(f"{path} is not a readable torch checkpoint (truncated or another format: "
-                        f"{type(e).__name__})") from None
+                        f"{type(e).__name__}); point at another, or train again") from None
     if not isinstance(ckpt, dict) or ckpt.get('kind') != KIND:
         raise UserError(f"{path} is not a nanotaper checkpoint (no kind={KIND!r} entry): this project reads only "
                         "the checkpoints its train.py and fold.py write")
