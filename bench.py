@@ -187,6 +187,7 @@ def bench(cfg, device):
     if cfg.quick:
         print("--quick: a 2-layer model timed twice a cell, which checks that every cell runs; its ratios are noise")
     results, ratios, params = [], [], {}
+    Bs, Ts = csv(cfg, 'batch_sizes', int), csv(cfg, 'seq_lens', int)  # the grid's batch sizes and prompt lengths
     for compiled in ([False, True] if cfg.compile else [False]):
         for mode in csv(cfg, 'modes'):
             names = VARIANTS[mode]
@@ -196,7 +197,6 @@ def bench(cfg, device):
             if compiled:  # the variants share GPT.forward's code: give dynamo room for a graph set per variant
                 torch._dynamo.config.recompile_limit = 16 * len(names)
                 models = {v: torch.compile(m) for v, m in models.items()}
-            Bs, Ts = csv(cfg, 'batch_sizes', int), csv(cfg, 'seq_lens', int)
             cells = ([(B, T) for B in Bs for T in Ts] if mode == 'last' else [(B, cfg.decode_prompt) for B in Bs]
                      if mode == 'decode' else [(cfg.train_batch, cfg.train_seq)])
             pairs = [(a, b) for a, b in RATIOS if a in names and b in names]
